@@ -1,0 +1,51 @@
+"""Random starting cells: atoms placed uniformly in a cube at a given density, with a
+hard-sphere rejection so no pair starts closer than ``min_distance`` (the paper's ~1 Å)."""
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.data import atomic_masses, atomic_numbers
+
+AMU_G = 1.66053906660e-24  # grams per atomic mass unit
+A3_CM3 = 1e-24             # cm^3 per Å^3
+
+
+def cube_length(symbols: list[str], density: float) -> float:
+    """Edge (Å) of the cube that holds these atoms at ``density`` g/cm^3."""
+    mass_g = sum(atomic_masses[atomic_numbers[s]] for s in symbols) * AMU_G
+    return float((mass_g / density / A3_CM3) ** (1.0 / 3.0))
+
+
+def density_of(atoms: Atoms) -> float:
+    """Mass density in g/cm^3."""
+    return float(atoms.get_masses().sum() * AMU_G / (atoms.get_volume() * A3_CM3))
+
+
+def check_packing(symbols: list[str], density: float, min_distance: float) -> None:
+    """Random close packing of hard spheres fills at most ~64 % of space; refuse above 50 %."""
+    packing = len(symbols) * (np.pi / 6) * min_distance**3 / cube_length(symbols, density) ** 3
+    if packing > 0.5:
+        raise ValueError(f"density {density} g/cm^3 cannot hold {len(symbols)} atoms with "
+                         f"min_distance {min_distance} Å (hard-sphere packing {packing:.2f} > 0.5)")
+
+
+def random_cell(composition: dict[str, int], density: float, min_distance: float,
+                seed: int, max_tries: int = 2000) -> Atoms:
+    """Place atoms one by one, rejecting positions closer than ``min_distance`` (periodic)."""
+    symbols = [s for s, n in sorted(composition.items()) for _ in range(n)]
+    check_packing(symbols, density, min_distance)
+    length = cube_length(symbols, density)
+    rng = np.random.default_rng(seed)
+    placed = np.empty((0, 3))
+    for i in range(len(symbols)):
+        for _ in range(max_tries):
+            trial = rng.random(3) * length
+            delta = placed - trial
+            delta -= length * np.round(delta / length)
+            if len(placed) == 0 or np.min(np.einsum("ij,ij->i", delta, delta)) >= min_distance**2:
+                placed = np.vstack([placed, trial])
+                break
+        else:
+            raise ValueError(f"could not place atom {i + 1} of {len(symbols)} at density "
+                             f"{density} g/cm^3 with min_distance {min_distance} Å")
+    return Atoms(symbols, positions=placed, cell=[length] * 3, pbc=True)

@@ -1,0 +1,172 @@
+"""The command line: one subcommand per pipeline stage; each Snakemake rule calls one.
+
+Settings come as JSON (``--settings '{...}'`` or ``--settings @file.json``) holding the config
+sections a stage needs, so every stage can also be run by hand without Snakemake.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _settings(text: str) -> dict:
+    return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
+
+
+def cmd_md(args) -> None:
+    from .atomic import write_json
+    from .config_check import parse_job
+    from .frames import write_frames
+    from .md import Protocol, run_trajectory
+    from .teachers import get_teacher
+
+    s = _settings(args.settings)
+    syn = s["synthetic"]
+    density, anneal_t, replica = parse_job(args.job)
+    teacher = get_teacher(args.teacher, s.get("teachers"))
+    seed = syn.get("seed", 0) * 1_000_003 + hash_job(args.job)
+    result = run_trajectory(teacher, {s["elements"][0]: syn["n_atoms"]}, density, anneal_t,
+                            Protocol.from_config(syn["protocol"]), seed,
+                            traj_id=f"{teacher.name}/{args.job}",
+                            min_distance=syn.get("min_distance", 1.0))
+    write_frames(args.out_frames, result.frames)
+    write_json(args.out_status, {**result.info, "failure": result.failure,
+                                 "n_frames": len(result.frames), "steps": result.steps,
+                                 "wall_s": result.wall_s, "natoms": result.natoms,
+                                 "atom_steps_per_s": result.atom_steps_per_s, "seed": seed})
+    print(f"{args.job}: {len(result.frames)} frames, {result.atom_steps_per_s:.0f} atom-steps/s, "
+          f"failure: {result.failure}")
+
+
+def hash_job(job: str) -> int:
+    import zlib
+    return zlib.crc32(job.encode()) % 1_000_000
+
+
+def cmd_label(args) -> None:
+    from .frames import read_frames, write_frames
+    from .label import label_frames
+    from .teachers import get_teacher
+
+    labeller = get_teacher(args.labeller, _settings(args.settings).get("teachers"))
+    frames = read_frames(args.frames)
+    write_frames(args.out, label_frames(frames, labeller) if frames else [])
+    print(f"labelled {len(frames)} frames with {labeller.name}")
+
+
+def cmd_shard(args) -> None:
+    from .sharding import build_shards
+
+    s = _settings(args.settings)
+    syn, filters = s["synthetic"], s["synthetic"].get("filters", {})
+    manifest = build_shards(args.labelled, args.status, str(Path(args.manifest).parent),
+                            min_time_ps=filters.get("min_time_ps", 0.0),
+                            max_force=filters.get("max_force", 1e9),
+                            val_fraction=syn.get("val_fraction", 0.1), seed=syn.get("seed", 0),
+                            frames_per_shard=syn.get("frames_per_shard", 1000),
+                            r_max=s["model"].get("r_max", 4.0))
+    print(json.dumps({k: manifest[k] for k in ("counts", "dropped", "failed_trajectories")}))
+
+
+def cmd_real(args) -> None:
+    from .realdata import ingest
+
+    s = _settings(args.settings)
+    real = dict(s["real"])
+    path = real.pop("path")
+    summary = ingest(path, args.out_dir, s["elements"], s["finetune"]["seeds"],
+                     s["finetune"]["n_train"], **real)
+    print(json.dumps({k: v for k, v in summary.items() if k != "subsets"}))
+
+
+def cmd_train(args) -> None:
+    from .training_job import run_training
+
+    run_training(_settings(args.settings), args.stage, args.out, manifest=args.manifest,
+                 real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init)
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluation import evaluate_point
+
+    metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out)
+    print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
+
+
+def cmd_aggregate(args) -> None:
+    from .aggregate import aggregate
+
+    print(aggregate(args.metrics, args.out_dir).to_string())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="synthpre", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("md", help="one teacher MD trajectory")
+    p.add_argument("--settings", required=True)
+    p.add_argument("--teacher", required=True)
+    p.add_argument("--job", required=True, help="d<density>-T<anneal K>-r<replica>")
+    p.add_argument("--out-frames", required=True)
+    p.add_argument("--out-status", required=True)
+    p.set_defaults(func=cmd_md)
+
+    p = sub.add_parser("label", help="label MD frames with one labeller")
+    p.add_argument("--settings", default="{}")
+    p.add_argument("--labeller", required=True)
+    p.add_argument("--frames", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("shard", help="filter, split by trajectory and shard labelled frames")
+    p.add_argument("--settings", required=True)
+    p.add_argument("--labelled", nargs="+", required=True)
+    p.add_argument("--status", nargs="*", default=[])
+    p.add_argument("--manifest", required=True)
+    p.set_defaults(func=cmd_shard)
+
+    p = sub.add_parser("real", help="ingest a real data set: splits and nested subsets")
+    p.add_argument("--settings", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_real)
+
+    p = sub.add_parser("train", help="pre-train, fine-tune or train from scratch")
+    p.add_argument("--settings", required=True)
+    p.add_argument("--stage", choices=["pretrain", "finetune"], required=True)
+    p.add_argument("--manifest", help="shard manifest (pre-training)")
+    p.add_argument("--real-dir", help="real data folder (fine-tuning and scratch)")
+    p.add_argument("--n", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--init", help="pre-trained model to start from (fine-tuning)")
+    p.add_argument("--out", required=True, help="model file to write")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="errors of a model on the real test set")
+    p.add_argument("--model", required=True)
+    p.add_argument("--test", required=True)
+    p.add_argument("--val", required=True)
+    p.add_argument("--point", required=True, help="e.g. finetune/snap_c/n25/s1 or scratch/n25/s1")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("aggregate", help="learning-curve table and plot")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.set_defaults(func=cmd_aggregate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"synthpre {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

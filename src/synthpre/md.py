@@ -1,0 +1,132 @@
+"""Teacher-driven melt-quench-anneal MD in LAMMPS (in-process), frames dumped with provenance.
+
+A trajectory is a random hard-sphere cell run through ordered NVT stages. Temperatures are
+numbers (K) or the string ``"anneal"`` (this trajectory's anneal temperature), so one
+protocol serves every point of the density x temperature fan-out. A trajectory that blows up
+(non-finite energy, lost atoms, temperature far above target, a LAMMPS error) stops and
+records why; the frames before it are kept or dropped by ``keep_frames_on_failure``.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+from ase import Atoms
+
+from .cells import random_cell
+from .lammps_system import LammpsSystem
+from .teachers import Teacher
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    t_start: float | str
+    t_end: float | str
+    duration_ps: float
+
+
+@dataclass(frozen=True)
+class Protocol:
+    stages: list[Stage]
+    timestep_fs: float = 1.0
+    tdamp_fs: float = 100.0
+    dump_every_ps: float = 1.0
+    max_temperature_factor: float = 3.0   # blow-up: T above factor x the stage's target
+    keep_frames_on_failure: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "Protocol":
+        stages = [Stage(s["name"], s["T_start"], s["T_end"], float(s["duration_ps"]))
+                  for s in cfg["stages"]]
+        rest = {k: v for k, v in cfg.items() if k != "stages"}
+        return cls(stages=stages, **rest)
+
+    @property
+    def dump_every_steps(self) -> int:
+        return max(1, round(self.dump_every_ps * 1000.0 / self.timestep_fs))
+
+
+@dataclass
+class TrajectoryResult:
+    frames: list[Atoms]
+    failure: str | None
+    steps: int
+    wall_s: float
+    natoms: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def atom_steps_per_s(self) -> float:
+        return self.steps * self.natoms / self.wall_s if self.wall_s > 0 else 0.0
+
+
+def _kelvin(value: float | str, anneal_t: float) -> float:
+    return float(anneal_t) if value == "anneal" else float(value)
+
+
+def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float,
+                   anneal_t: float, protocol: Protocol, seed: int, traj_id: str,
+                   min_distance: float = 1.0, lammps_args: tuple[str, ...] = ()) -> TrajectoryResult:
+    """Run one melt-quench-anneal trajectory and return its frames (all ranks get them)."""
+    atoms = random_cell(composition, density, min_distance, seed)
+    system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
+    lmp = system.lmp
+    dt_ps = protocol.timestep_fs / 1000.0
+    t0 = _kelvin(protocol.stages[0].t_start, anneal_t)
+    lmp.commands_list([f"timestep {dt_ps!r}",
+                       f"velocity all create {t0!r} {seed % 900_000 + 1} mom yes rot no dist gaussian"])
+    provenance = {"density": float(density), "anneal_T": float(anneal_t), "traj_id": traj_id,
+                  "teacher": teacher.name}
+    frames: list[Atoms] = []
+    failure = None
+    step = 0
+    every = protocol.dump_every_steps
+    start = time.perf_counter()
+    try:
+        for stage in protocol.stages:
+            t_a, t_b = _kelvin(stage.t_start, anneal_t), _kelvin(stage.t_end, anneal_t)
+            nsteps = round(stage.duration_ps / dt_ps)
+            lmp.command(f"fix thermostat all nvt temp {t_a!r} {t_b!r} "
+                        f"{protocol.tdamp_fs / 1000.0!r}")
+            stage_start = step
+            while step - stage_start < nsteps:
+                chunk = min(every - step % every, nsteps - (step - stage_start))
+                # A new fix needs LAMMPS's full setup ("pre yes") before its first chunk.
+                pre = "yes" if step == stage_start else "no"
+                lmp.command(f"run {chunk} start {stage_start} stop {stage_start + nsteps} "
+                            f"pre {pre} post no")
+                step += chunk
+                failure = _blow_up(system, max(t_a, t_b) * protocol.max_temperature_factor)
+                if failure:
+                    raise RuntimeError(failure)
+                if step % every == 0:
+                    frame = system.atoms()
+                    frame.info.update(provenance, time_ps=round(step * dt_ps, 6),
+                                      stage=stage.name)
+                    frames.append(frame)
+            lmp.command("unfix thermostat")
+    except Exception as err:  # LAMMPS raises plain Exceptions for its own errors
+        failure = failure or f"LAMMPS error at step {step}: {err}"
+        if not protocol.keep_frames_on_failure:
+            frames = []
+    wall = time.perf_counter() - start
+    system.close()
+    return TrajectoryResult(frames, failure, step, wall, len(atoms), provenance)
+
+
+def _blow_up(system: LammpsSystem, max_temperature: float) -> str | None:
+    """Why this trajectory must stop, or None."""
+    pe = system.potential_energy()
+    temp = float(system.lmp.get_thermo("temp"))
+    if not (math.isfinite(pe) and math.isfinite(temp)):
+        return f"non-finite energy or temperature (pe={pe}, T={temp})"
+    if system.lmp.get_natoms() != system.natoms:
+        return f"lost atoms ({system.natoms - system.lmp.get_natoms()} of {system.natoms})"
+    if temp > max_temperature:
+        return f"temperature {temp:.0f} K above {max_temperature:.0f} K"
+    return None
+
+

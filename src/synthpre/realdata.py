@@ -1,0 +1,110 @@
+"""Real (quantum-mechanical) data: ingest an extxyz data set, fix the test and validation
+splits once, and define nested training subsets per seed.
+
+Energies are referenced to isolated atoms (E - sum E0) like the synthetic labels. ``e0`` is
+``"file"`` (energies are already relative; E0 from the frames' ``e0_<Symbol>`` keys, as this
+pipeline's DFT stage writes them), a mapping given in the config, or ``"fit"`` (least
+squares of total energy on composition).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from ase import Atoms
+
+from .atomic import write_json
+from .frames import read_frames
+from .records import to_record
+from .shards import read_shard, write_shard
+
+
+def fit_e0(frames: list[Atoms], energies: np.ndarray, elements: list[str]) -> dict[str, float]:
+    counts = np.array([[a.get_chemical_symbols().count(s) for s in elements] for a in frames])
+    coef, *_ = np.linalg.lstsq(counts.astype(float), energies, rcond=None)
+    return {s: float(c) for s, c in zip(elements, coef)}
+
+
+def load_real(path: str, elements: list[str], energy_key: str, forces_key: str,
+              config_type_key: str, split_key: str, e0, exclude_config_types: list[str]):
+    """Read and check a real data set; return (records, is_test flags or None, e0)."""
+    frames = read_frames(path)
+    if not frames:
+        raise ValueError(f"{path}: no structures")
+    for index, atoms in enumerate(frames):
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+        if unknown:
+            raise ValueError(f"{path}, structure {index}: element(s) {unknown} outside the "
+                             f"model's set {elements} (config field 'elements')")
+    keep = [i for i, a in enumerate(frames)
+            if str(a.info.get(config_type_key, "")) not in set(exclude_config_types)]
+    records = []
+    for i in keep:
+        record = to_record(frames[i], path, i, energy_key, forces_key)
+        if config_type_key in frames[i].info:
+            record["config_type"] = str(frames[i].info[config_type_key])
+        records.append(record)
+    kept = [frames[i] for i in keep]
+    if e0 == "file":
+        e0 = {s: float(kept[0].info[f"e0_{s}"]) for s in elements if f"e0_{s}" in kept[0].info}
+        missing = sorted({s for a in kept for s in a.get_chemical_symbols()} - set(e0))
+        if missing:
+            raise ValueError(f"{path}: real.e0 is 'file' but structures carry no e0 for {missing}")
+    else:
+        if e0 == "fit":
+            e0 = fit_e0(kept, np.array([r["energy"] for r in records]), elements)
+        for record, atoms in zip(records, kept):
+            record["energy"] -= sum(float(e0[s]) for s in atoms.get_chemical_symbols())
+    is_test = None
+    if split_key and split_key in kept[0].info:
+        is_test = np.array([str(a.info.get(split_key, "")).lower() == "test" for a in kept])
+    return records, is_test, {s: float(v) for s, v in e0.items()}
+
+
+def make_splits(n_total: int, is_test, test_fraction: float, seed: int):
+    """Fixed test/validation indices and the training pool. Validation = min(10 %, 100) of
+    the non-test structures, as in the paper."""
+    rng = np.random.default_rng(seed)
+    if is_test is None:
+        order = rng.permutation(n_total)
+        n_test = max(1, round(test_fraction * n_total))
+        test, rest = np.sort(order[:n_test]), order[n_test:]
+    else:
+        test, rest = np.flatnonzero(is_test), rng.permutation(np.flatnonzero(~is_test))
+    n_val = max(1, min(100, round(0.1 * len(rest))))
+    return test, np.sort(rest[:n_val]), np.sort(rest[n_val:])
+
+
+def nested_subsets(pool_size: int, seeds: list[int], sizes: list[int]) -> dict[str, list[int]]:
+    """Per seed, one ordering of the pool; the subset of size n is its first n entries, so
+    n=25 is contained in n=50 for the same seed."""
+    too_big = [n for n in sizes if n > pool_size]
+    if too_big:
+        raise ValueError(f"config field 'finetune.n_train' asks for {too_big} structures but "
+                         f"the real training pool has only {pool_size}")
+    return {str(s): np.random.default_rng(s).permutation(pool_size).tolist() for s in seeds}
+
+
+def ingest(path: str, out_dir: str, elements: list[str], seeds: list[int], sizes: list[int],
+           energy_key="energy", forces_key="forces", config_type_key="config_type",
+           split_key="split", e0="file", exclude_config_types=(), test_fraction=0.2,
+           split_seed=0) -> dict:
+    records, is_test, e0 = load_real(path, elements, energy_key, forces_key, config_type_key,
+                                     split_key, e0, list(exclude_config_types))
+    test, val, pool = make_splits(len(records), is_test, test_fraction, split_seed)
+    subsets = nested_subsets(len(pool), seeds, sizes)
+    out = Path(out_dir)
+    attrs = {"e0_json": json.dumps(e0), "source": str(path)}
+    for name, idx in (("test", test), ("val", val), ("pool", pool)):
+        write_shard(out / f"{name}.h5", [records[i] for i in idx], attrs)
+    summary = {"source": str(path), "e0": e0, "n_test": len(test), "n_val": len(val),
+               "n_pool": len(pool), "subsets": subsets}
+    write_json(out / "subsets.json", summary)
+    return summary
+
+
+def training_subset(real_dir: str, n: int, seed: int) -> list[dict]:
+    subsets = json.loads((Path(real_dir) / "subsets.json").read_text())["subsets"]
+    pool = read_shard(Path(real_dir) / "pool.h5")
+    return [pool[i] for i in subsets[str(seed)][:n]]

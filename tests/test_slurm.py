@@ -1,0 +1,188 @@
+"""Submission through Snakemake's SLURM executor to a real SLURM (started by .ci/slurm-up).
+
+Skipped unless `sinfo` exists and a controller answers. The helper
+`run_snakemake_on_slurm` is meant to be reused for the tiny pipeline config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SLURM_PROFILE = REPO / "profiles" / "slurm"
+
+# Executor settings that only make a test faster (the profile's values suit a real cluster).
+FAST_ARGS = ["--slurm-init-seconds-before-status-checks", "2", "--latency-wait", "5"]
+
+
+def _slurm_unavailable_reason() -> str | None:
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "SLURM client tools (sinfo/sbatch) not installed; run .ci/slurm-up as root"
+    try:
+        r = subprocess.run(["sinfo", "-h", "-o", "%P %t"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"sinfo did not answer ({e}); run .ci/slurm-up as root"
+    if r.returncode != 0:
+        return f"no SLURM controller answers (sinfo: {r.stderr.strip()[:200]}); run .ci/slurm-up as root"
+    parts = {line.split()[0].rstrip("*") for line in r.stdout.splitlines() if line.strip()}
+    if not {"cpu", "gpu"} <= parts:
+        return f"SLURM lacks partitions cpu and gpu (has {sorted(parts)}); run .ci/slurm-up"
+    return None
+
+
+pytestmark = pytest.mark.slurm
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """Skip (with the reason) unless a SLURM controller with partitions cpu and gpu answers.
+
+    A fixture rather than a module-level skipif: sinfo takes ~10 s to give up when no
+    controller runs, and that should cost nothing when the slurm tests are deselected.
+    """
+    reason = _slurm_unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+
+
+def run_snakemake_on_slurm(
+    workdir: Path,
+    snakefile: Path,
+    configfile: Path | None = None,
+    extra_args: list[str] | tuple[str, ...] = (),
+    *,
+    profile: Path = SLURM_PROFILE,
+    fast: bool = True,
+    timeout: float = 900,
+    check: bool = True,
+) -> subprocess.CompletedProcess:
+    """Run Snakemake with `--profile profiles/slurm` in `workdir`; returns the finished process.
+
+    The process's stdout+stderr (in `.stdout`) hold the plugin's "SLURM jobid" lines;
+    `slurm_jobs(proc)` turns them into {jobid: rule}. Successful jobs' SLURM logs are kept
+    (`--slurm-keep-successful-logs`) under `workdir/.snakemake/slurm_logs/rule_<name>/`.
+    """
+    workdir = Path(workdir)
+    cmd = [
+        sys.executable, "-m", "snakemake",
+        "--snakefile", str(snakefile),
+        "--directory", str(workdir),
+        "--profile", str(profile),
+        "--workflow-profile", "none",
+        "--slurm-keep-successful-logs",
+    ]
+    if configfile is not None:
+        cmd += ["--configfile", str(configfile)]
+    if fast:
+        cmd += FAST_ARGS
+    cmd += list(extra_args)
+    env = dict(os.environ)
+    env.pop("SNAKEMAKE_PROFILE", None)
+    # the batch jobs re-run this interpreter's snakemake: keep its bin dir on PATH
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    proc = subprocess.run(
+        cmd, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        logs = "\n".join(
+            f"--- {p}\n{p.read_text(errors='replace')[-3000:]}"
+            for p in sorted((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))
+        )
+        raise AssertionError(
+            f"snakemake on SLURM failed (rc={proc.returncode}):\n{proc.stdout[-8000:]}\n{logs}"
+        )
+    return proc
+
+
+def slurm_jobs(proc: subprocess.CompletedProcess) -> dict[str, str]:
+    """{SLURM job id: rule name} for the jobs Snakemake submitted (from its log lines)."""
+    ids = re.findall(r"SLURM jobid (\d+)", proc.stdout)
+    out: dict[str, str] = {}
+    for jid in ids:
+        info = scontrol_job(jid)
+        m = re.match(r"rule_(.+?)(?:_wildcards_.*)?$", info.get("Comment", ""))
+        out[jid] = m.group(1) if m else info.get("Comment", "?")
+    return out
+
+
+def scontrol_job(jobid: str) -> dict[str, str]:
+    """`scontrol show job -o` as a dict (jobs stay visible for MinJobAge=300 s after they end)."""
+    r = subprocess.run(["scontrol", "show", "job", "-o", str(jobid)], capture_output=True,
+                       text=True, timeout=30)
+    assert r.returncode == 0, f"scontrol show job {jobid}: {r.stderr}"
+    info: dict[str, str] = {}
+    # values may contain spaces only in a few fields we do not need; split on ' Key='
+    for tok in re.split(r" (?=[A-Za-z:/]+=)", r.stdout.strip()):
+        k, _, v = tok.partition("=")
+        info[k.strip()] = v.strip()
+    return info
+
+
+TOY_SNAKEFILE = textwrap.dedent(
+    r"""
+    localrules: all
+
+    rule all:
+        input: "pretrain.txt"
+
+    rule prep:
+        output: "prep.txt"
+        threads: 1
+        shell:
+            "echo partition=$SLURM_JOB_PARTITION job=$SLURM_JOB_ID "
+            "cpus=$SLURM_CPUS_PER_TASK msg={config[msg]} > {output}"
+
+    rule pretrain:
+        input: "prep.txt"
+        output: "pretrain.txt"
+        shell:
+            "echo partition=$SLURM_JOB_PARTITION job=$SLURM_JOB_ID "
+            "cpus=$SLURM_CPUS_PER_TASK gpus=${{CUDA_VISIBLE_DEVICES:-none}} > {output}"
+    """
+)
+
+
+def test_toy_workflow_goes_through_sbatch_to_right_partitions(tmp_path, slurm_cluster):
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(TOY_SNAKEFILE)
+    configfile = tmp_path / "config.yaml"
+    configfile.write_text("msg: hello\n")
+
+    proc = run_snakemake_on_slurm(tmp_path, snakefile, configfile)
+
+    jobs = slurm_jobs(proc)
+    assert sorted(jobs.values()) == ["prep", "pretrain"], (jobs, proc.stdout[-3000:])
+    by_rule = {rule: scontrol_job(jid) for jid, rule in jobs.items()}
+
+    prep, pre = by_rule["prep"], by_rule["pretrain"]
+    assert prep["JobState"] == "COMPLETED" and pre["JobState"] == "COMPLETED"
+    assert prep["Partition"] == "cpu"
+    assert pre["Partition"] == "gpu"
+    # profile: default mem_mb 2000; pretrain mem_mb 8000, cpus_per_task 2, gpu 1, runtime 720
+    assert prep["MinMemoryNode"] == "2000M"
+    assert pre["MinMemoryNode"] == "8000M"
+    assert pre["NumCPUs"] == "2"
+    assert pre["TimeLimit"] == "12:00:00"
+    gres = " ".join(pre.get(k, "") for k in ("TresPerJob", "TresPerNode", "TRES"))
+    assert "gpu" in gres, pre
+    assert "gpu" not in " ".join(prep.get(k, "") for k in ("TresPerJob", "TresPerNode"))
+
+    # inside the jobs, SLURM's view agrees
+    assert "partition=cpu" in (tmp_path / "prep.txt").read_text()
+    assert "msg=hello" in (tmp_path / "prep.txt").read_text()
+    out = (tmp_path / "pretrain.txt").read_text()
+    assert "partition=gpu" in out and "gpus=none" not in out, out
+
+    # SLURM logs kept per rule
+    logdir = tmp_path / ".snakemake" / "slurm_logs"
+    assert list((logdir / "rule_prep").glob("*.log"))
+    assert list((logdir / "rule_pretrain").glob("*.log"))

@@ -1,0 +1,105 @@
+"""Training on a pair potential: the loss falls, resuming is exact, NVE conserves energy."""
+import csv
+
+import numpy as np
+import pytest
+import torch
+from ase import units
+from ase.build import bulk
+from ase.calculators.morse import MorsePotential
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+
+from synthpre.calculator import SynthpreCalculator
+from synthpre.model import NequIP
+from synthpre.train import TrainConfig, evaluate_metrics, mean_neighbors, predict, train
+
+MORSE = {"epsilon": 1.0, "rho0": 4.0, "r0": 1.55, "rcut1": 2.6, "rcut2": 3.2}
+
+
+def carbon_records(n: int, seed: int) -> list[dict]:
+    """Rattled, strained 8-atom diamond cells labelled by a Morse pair potential."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for k in range(n):
+        atoms = bulk("C", "diamond", a=3.57, cubic=True)
+        atoms.set_cell(atoms.cell @ (np.eye(3) + rng.uniform(-0.04, 0.04, (3, 3))),
+                       scale_atoms=True)
+        atoms.positions += rng.normal(0, 0.12, atoms.positions.shape)
+        atoms.calc = MorsePotential(**MORSE)
+        records.append({"numbers": atoms.numbers, "positions": atoms.positions,
+                        "cell": atoms.cell.array, "pbc": atoms.pbc,
+                        "energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+                        "config_type": "rattled" if k % 2 else "strained"})
+    return records
+
+
+def tiny_model(records, dtype="float32", seed=0):
+    torch.manual_seed(seed)
+    return NequIP.from_config({"species": ["C"], "r_max": 3.2, "num_layers": 2,
+                               "num_features": 8, "dtype": dtype,
+                               "avg_num_neighbors": mean_neighbors(records, 3.2)})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    train_recs, val_recs = carbon_records(10, 0), carbon_records(4, 1)
+    model = tiny_model(train_recs, "float64")
+    before = evaluate_metrics(model, val_recs)
+    out = tmp_path_factory.mktemp("fit")
+    cfg = TrainConfig(max_epochs=60, lr=1e-2, patience=1000)
+    summary = train(model, train_recs, val_recs, cfg, out, meta={"e0": {"C": -1.5}})
+    return model, before, summary, out, val_recs
+
+
+def test_training_reduces_errors(trained):
+    model, before, summary, out, val_recs = trained
+    history = summary["history"]
+    assert summary["epochs"] == 60 and len(history) == 60
+    assert history[-1]["train_loss"] < 0.05 * history[0]["train_loss"]
+    after = evaluate_metrics(model, val_recs)
+    assert after["force_rmse"] < 0.3 * before["force_rmse"]
+    assert after["force_rmse"] == pytest.approx(summary["best_val_force_rmse"], rel=1e-9)
+    assert set(after["per_config_type"]) == {"rattled", "strained"}
+    assert after["per_config_type"]["rattled"]["n_structures"] == 2
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 60 and float(rows[-1]["val_force_rmse"]) > 0
+    energy, forces = predict(model, val_recs[:1])[0]
+    assert forces.shape == (8, 3) and isinstance(energy, float)
+
+
+def test_resume_is_exact(tmp_path):
+    train_recs, val_recs = carbon_records(6, 2), carbon_records(2, 3)
+    cfg = TrainConfig(max_epochs=4, batch_size=4, val_batch_size=2)
+    train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path / "straight")
+    two = TrainConfig(**{**vars(cfg), "max_epochs": 2})
+    train(tiny_model(train_recs), train_recs, val_recs, two, tmp_path / "resumed")
+    # a fresh process would build a fresh (differently initialised) model
+    train(tiny_model(train_recs, seed=7), train_recs, val_recs, cfg, tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
+            for d in ("straight", "resumed"))
+    assert a["state"]["epoch"] == b["state"]["epoch"] == 4
+    for key in ("model", "ema"):
+        for name in a[key]:
+            assert torch.equal(a[key][name], b[key][name]), (key, name)
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    losses = [[h["train_loss"] for h in c["state"]["history"]] for c in (a, b)]
+    assert losses[0] == losses[1]
+
+
+def test_nve_conserves_energy(trained):
+    """Velocity Verlet near the potential's minimum: the total energy error stays tiny."""
+    out = trained[3]
+    atoms = bulk("C", "diamond", a=3.57, cubic=True).repeat((2, 1, 1))
+    atoms.calc = SynthpreCalculator(out / "model.pt")
+    assert atoms.calc.model.dtype == torch.float64
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
+    total, kinetic = [], []
+    dyn.attach(lambda: (total.append(atoms.get_total_energy()),
+                        kinetic.append(atoms.get_kinetic_energy())))
+    dyn.run(100)
+    assert np.ptp(kinetic) > 0.05  # the atoms really move and exchange energy
+    assert np.ptp(total) < 0.02 * np.ptp(kinetic), (np.ptp(total), np.ptp(kinetic))

@@ -1,0 +1,49 @@
+# Synthetic data: teacher MD (fan-out over density x anneal temperature x replica),
+# labelling by each labeller, and shards per labeller.
+
+wildcard_constraints:
+    job=r"d[0-9.]+-T[0-9.]+-r[0-9]+",
+    labeller=r"[A-Za-z0-9_.-]+",
+
+
+rule md:
+    output:
+        frames=RESULTS + "/md/{teacher}/{job}/frames.extxyz",
+        status=RESULTS + "/md/{teacher}/{job}/md.json",
+    params:
+        settings=lambda w: settings("synthetic", "teachers", "elements"),
+    log:
+        RESULTS + "/logs/md/{teacher}/{job}.log",
+    shell:
+        "synthpre md --settings {params.settings:q} --teacher {wildcards.teacher} "
+        "--job {wildcards.job} --out-frames {output.frames} --out-status {output.status} "
+        "> {log} 2>&1"
+
+
+rule label:
+    input:
+        frames=RESULTS + "/md/" + SYN["teacher"] + "/{job}/frames.extxyz",
+    output:
+        RESULTS + "/labels/{labeller}/{job}.extxyz",
+    params:
+        settings=lambda w: settings("teachers"),
+    log:
+        RESULTS + "/logs/label/{labeller}/{job}.log",
+    shell:
+        "synthpre label --settings {params.settings:q} --labeller {wildcards.labeller} "
+        "--frames {input.frames} --out {output} > {log} 2>&1"
+
+
+rule shard:
+    input:
+        labelled=expand(RESULTS + "/labels/{{labeller}}/{job}.extxyz", job=JOBS),
+        status=expand(RESULTS + "/md/" + SYN["teacher"] + "/{job}/md.json", job=JOBS),
+    output:
+        manifest=RESULTS + "/shards/{labeller}/manifest.json",
+    params:
+        settings=lambda w: settings("synthetic", "model"),
+    log:
+        RESULTS + "/logs/shard/{labeller}.log",
+    shell:
+        "synthpre shard --settings {params.settings:q} --labelled {input.labelled} "
+        "--status {input.status} --manifest {output.manifest} > {log} 2>&1"
