@@ -14,6 +14,8 @@ from synthpre.modelfile import load_model, save_model
 TINY = {"species": ["C", "O"], "r_max": 3.5, "num_layers": 2, "num_features": 8, "l_max": 1,
         "avg_num_neighbors": 12.0, "dtype": "float64"}
 
+torch.set_num_threads(1)  # tiny graphs: extra OpenMP threads only contend
+
 
 def random_structure(seed: int, periodic: bool) -> dict:
     """8-16 atoms of C and O, no pair closer than 1 Å; triclinic cell when periodic."""

@@ -7,7 +7,7 @@ import torch
 from ase import units
 from ase.build import bulk
 from ase.calculators.morse import MorsePotential
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
 
 from synthpre.calculator import SynthpreCalculator
@@ -15,6 +15,8 @@ from synthpre.model import NequIP
 from synthpre.train import TrainConfig, evaluate_metrics, mean_neighbors, predict, train
 
 MORSE = {"epsilon": 1.0, "rho0": 4.0, "r0": 1.55, "rcut1": 2.6, "rcut2": 3.2}
+
+torch.set_num_threads(1)  # tiny graphs: extra OpenMP threads only contend
 
 
 def carbon_records(n: int, seed: int) -> list[dict]:
@@ -47,7 +49,7 @@ def trained(tmp_path_factory):
     model = tiny_model(train_recs, "float64")
     before = evaluate_metrics(model, val_recs)
     out = tmp_path_factory.mktemp("fit")
-    cfg = TrainConfig(max_epochs=60, lr=1e-2, patience=1000)
+    cfg = TrainConfig(max_epochs=30, batch_size=2, lr=1e-2, patience=1000)
     summary = train(model, train_recs, val_recs, cfg, out, meta={"e0": {"C": -1.5}})
     return model, before, summary, out, val_recs
 
@@ -55,16 +57,16 @@ def trained(tmp_path_factory):
 def test_training_reduces_errors(trained):
     model, before, summary, out, val_recs = trained
     history = summary["history"]
-    assert summary["epochs"] == 60 and len(history) == 60
-    assert history[-1]["train_loss"] < 0.05 * history[0]["train_loss"]
+    assert summary["epochs"] == 30 and len(history) == 30
+    assert history[-1]["train_loss"] < 0.01 * history[0]["train_loss"]  # measured: 47 -> 0.11
     after = evaluate_metrics(model, val_recs)
-    assert after["force_rmse"] < 0.3 * before["force_rmse"]
+    assert after["force_rmse"] < 0.1 * before["force_rmse"]  # measured: 7.1 -> 0.44 eV/Å
     assert after["force_rmse"] == pytest.approx(summary["best_val_force_rmse"], rel=1e-9)
     assert set(after["per_config_type"]) == {"rattled", "strained"}
     assert after["per_config_type"]["rattled"]["n_structures"] == 2
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 60 and float(rows[-1]["val_force_rmse"]) > 0
+    assert len(rows) == 30 and float(rows[-1]["val_force_rmse"]) > 0
     energy, forces = predict(model, val_recs[:1])[0]
     assert forces.shape == (8, 3) and isinstance(energy, float)
 
@@ -89,17 +91,44 @@ def test_resume_is_exact(tmp_path):
     assert losses[0] == losses[1]
 
 
+def test_streaming_source_matches_list(tmp_path):
+    """A callable epoch -> batches of records trains exactly like the same batches from a list."""
+    train_recs, val_recs = carbon_records(6, 4), carbon_records(2, 5)
+    cfg = TrainConfig(max_epochs=2, batch_size=3, val_batch_size=2)
+    train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path / "list")
+
+    def epoch_batches(epoch):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_recs))
+        return [[train_recs[i] for i in order[k:k + 3]] for k in range(0, 6, 3)]
+
+    train(tiny_model(train_recs), epoch_batches, val_recs, cfg, tmp_path / "stream")
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["ema"]
+            for d in ("list", "stream"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping(tmp_path):
+    """With lr 0 nothing improves: stop after `patience` epochs, and a rerun does nothing."""
+    train_recs, val_recs = carbon_records(2, 6), carbon_records(2, 7)
+    cfg = TrainConfig(max_epochs=50, lr=0.0, patience=3)
+    summary = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
+    assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_epoch"] == 1
+    again = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
+    assert again["epochs"] == 4 and again["history"] == summary["history"]
+
+
 def test_nve_conserves_energy(trained):
     """Velocity Verlet near the potential's minimum: the total energy error stays tiny."""
     out = trained[3]
     atoms = bulk("C", "diamond", a=3.57, cubic=True).repeat((2, 1, 1))
     atoms.calc = SynthpreCalculator(out / "model.pt")
     assert atoms.calc.model.dtype == torch.float64
-    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    thermalize_momenta(atoms, temperature_K=300, rng=np.random.default_rng(0))
     dyn = VelocityVerlet(atoms, timestep=0.5 * units.fs)
     total, kinetic = [], []
     dyn.attach(lambda: (total.append(atoms.get_total_energy()),
                         kinetic.append(atoms.get_kinetic_energy())))
     dyn.run(100)
     assert np.ptp(kinetic) > 0.05  # the atoms really move and exchange energy
-    assert np.ptp(total) < 0.02 * np.ptp(kinetic), (np.ptp(total), np.ptp(kinetic))
+    print("NVE: total energy range", np.ptp(total), "kinetic range", np.ptp(kinetic))
+    assert np.ptp(total) < 0.005 * np.ptp(kinetic), (np.ptp(total), np.ptp(kinetic))

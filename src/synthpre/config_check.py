@@ -32,7 +32,8 @@ def check_config(config: dict) -> None:
             try:
                 teacher = get_teacher(name, custom)
                 teacher.commands(elements)  # raises if an element is not covered
-            except ValueError as err:
+                teacher.check()  # pair style in this LAMMPS build, potential files exist
+            except (ValueError, FileNotFoundError) as err:
                 raise ConfigError(f"config field '{field}': {err}") from None
     if len(elements) != 1:
         raise ConfigError("config field 'elements': random cells are single-element for now")

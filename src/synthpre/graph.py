@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
+from ase.data import atomic_numbers, chemical_symbols
 from vesin import NeighborList
 
 
@@ -39,8 +40,6 @@ class Batch:
 
 def species_index(numbers: np.ndarray, species: list[str]) -> np.ndarray:
     """Map atomic numbers to indices in ``species``; name any element the model lacks."""
-    from ase.data import atomic_numbers, chemical_symbols
-
     table = {atomic_numbers[s]: k for k, s in enumerate(species)}
     unknown = sorted({int(z) for z in numbers} - set(table))
     if unknown:

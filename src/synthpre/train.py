@@ -120,7 +120,10 @@ def _train_batches(train_data, epoch: int, cfg: TrainConfig, graphs: list[Batch]
         yield concat([graphs[i] for i in order[k:k + cfg.batch_size]])
 
 
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, n_updates: int,
+                max_decay: float) -> None:
+    """EMA step with torch_ema's warm-up (NequIP's default): early steps forget faster."""
+    decay = min(max_decay, (1 + n_updates) / (10 + n_updates))
     with torch.no_grad():
         for p_ema, p in zip(ema.parameters(), model.parameters()):
             p_ema.lerp_(p, 1.0 - decay)
@@ -160,7 +163,7 @@ def train(model: NequIP,
              "ref": math.inf, "bad_epochs": 0, "done": False, "wall_time_s": 0.0,
              "history": []}
     if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # RNG stays on CPU
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -186,12 +189,13 @@ def train(model: NequIP,
             loss.backward()
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
-            _update_ema(ema, model, min(cfg.ema_decay, (1 + n) / (10 + n)))
+            _update_ema(ema, model, n, cfg.ema_decay)
             losses.append(loss.item())
 
         val = _metrics(val_records, _predict_batches(ema, val_batches, device))
         val_f = val["force_rmse"]
         scheduler.step(val_f)
+        # patience counts epochs since the last improvement by min_delta; any improvement saves
         if val_f < state["ref"] - cfg.min_delta:
             state["ref"], state["bad_epochs"] = val_f, 0
         else:

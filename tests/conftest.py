@@ -1,0 +1,38 @@
+"""Shared fixtures: small data sets made with the project's own engines (fast teachers)."""
+from __future__ import annotations
+
+import pytest
+
+from synthpre.frames import write_frames
+from synthpre.label import label_frames
+from synthpre.md import Protocol, run_trajectory
+from synthpre.teachers import get_teacher
+
+QUICK_PROTOCOL = {
+    "dump_every_ps": 0.05,
+    "stages": [{"name": "melt", "T_start": 6000, "T_end": 6000, "duration_ps": 0.1},
+               {"name": "anneal", "T_start": "anneal", "T_end": "anneal", "duration_ps": 0.6}],
+}
+
+
+def make_real_like(path, n_traj=4, n_atoms=16, teacher="lcbop"):
+    """A stand-in 'real' data set: LCBOP-labelled frames from short LCBOP runs (seconds),
+    so tests do not depend on the committed DFT demo set."""
+    frames = []
+    lcbop = get_teacher(teacher)
+    for k in range(n_traj):
+        result = run_trajectory(lcbop, {"C": n_atoms}, 2.0 + 0.3 * k, 3000,
+                                Protocol.from_config(QUICK_PROTOCOL), seed=k, traj_id=f"t{k}")
+        for frame in result.frames[2:]:
+            frame.info["config_type"] = "bulk_amo" if k % 2 else "liquid"
+            frames.append(frame)
+    labelled = label_frames(frames, lcbop)
+    write_frames(path, labelled)
+    return labelled
+
+
+@pytest.fixture(scope="session")
+def real_like_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("real") / "real.extxyz"
+    make_real_like(path)
+    return path

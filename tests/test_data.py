@@ -1,0 +1,137 @@
+"""Labelling, shards and real data: exact round trips, trajectory splits, nested subsets."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from synthpre.frames import read_frames, write_frames
+from synthpre.label import label_frames
+from synthpre.lammps_system import isolated_atom_energy, single_point
+from synthpre.md import Protocol, run_trajectory
+from synthpre.realdata import ingest, nested_subsets, training_subset
+from synthpre.records import to_record
+from synthpre.sharding import build_shards, shard_paths
+from synthpre.shards import read_shard, sha256, write_shard
+from synthpre.teachers import get_teacher
+
+from conftest import QUICK_PROTOCOL
+
+
+@pytest.fixture(scope="module")
+def md_frames():
+    frames = []
+    for k in range(3):
+        result = run_trajectory(get_teacher("tersoff"), {"C": 16}, 2.4, 3000,
+                                Protocol.from_config(QUICK_PROTOCOL), seed=k, traj_id=f"t{k}")
+        frames += result.frames
+    return frames
+
+
+def test_labels_equal_fresh_single_point_relative_to_e0(md_frames, tmp_path):
+    snap = get_teacher("snap_c")
+    labelled = label_frames(md_frames[:3], snap)
+    e0 = isolated_atom_energy("C", snap)
+    write_frames(tmp_path / "l.extxyz", labelled)
+    back = read_frames(tmp_path / "l.extxyz")
+    for frame, original in zip(back, md_frames[:3]):
+        energy, forces = single_point(original, snap)
+        assert frame.info["energy"] == pytest.approx(energy - 16 * e0, abs=1e-8)
+        np.testing.assert_allclose(frame.arrays["forces"], forces, atol=1e-8)
+        assert frame.info["labeller"] == "snap_c" and frame.info["e0_C"] == pytest.approx(e0)
+        assert frame.info["traj_id"] == original.info["traj_id"]
+
+
+def test_shard_round_trips_exactly(md_frames, tmp_path):
+    labelled = label_frames(md_frames, get_teacher("tersoff"))
+    records = [to_record(a, "mem", i) for i, a in enumerate(labelled)]
+    records[0]["config_type"] = "liquid"
+    write_shard(tmp_path / "s.h5", records)
+    back = read_shard(tmp_path / "s.h5")
+    assert len(back) == len(records)
+    for a, b in zip(records, back):
+        assert set(a) == set(b)
+        for key in ("numbers", "positions", "cell", "pbc", "forces"):
+            assert np.array_equal(a[key], b[key]), key
+        assert a["energy"] == b["energy"] and a["time_ps"] == b["time_ps"]
+        assert a["traj_id"] == b["traj_id"]
+    assert back[0]["config_type"] == "liquid"
+
+
+def test_build_shards_splits_by_trajectory(md_frames, tmp_path):
+    labelled = label_frames(md_frames, get_teacher("tersoff"))
+    files = []
+    for k in range(3):
+        path = tmp_path / f"t{k}.extxyz"
+        write_frames(path, [a for a in labelled if a.info["traj_id"] == f"t{k}"])
+        files.append(str(path))
+    status = tmp_path / "bad.json"
+    status.write_text(json.dumps({"traj_id": "t9", "failure": "lost atoms (3 of 16)"}))
+    manifest = build_shards(files, [str(status)], str(tmp_path / "shards"), min_time_ps=0.2,
+                            max_force=1e9, val_fraction=0.34, seed=0, frames_per_shard=5,
+                            r_max=4.0)
+    train_t, val_t = manifest["trajectories"]["train"], manifest["trajectories"]["val"]
+    assert train_t and val_t and not set(train_t) & set(val_t)
+    n_kept = sum(1 for a in labelled if a.info["time_ps"] >= 0.2)
+    assert manifest["counts"]["train"] + manifest["counts"]["val"] == n_kept
+    assert manifest["dropped"]["before_min_time"] == len(labelled) - n_kept
+    assert manifest["failed_trajectories"] == [{"traj_id": "t9",
+                                                "reason": "lost atoms (3 of 16)"}]
+    assert all(s["n_structures"] <= 5 for s in manifest["shards"])
+    mpath = str(tmp_path / "shards" / "manifest.json")
+    for entry, path in zip([s for s in manifest["shards"] if s["split"] == "train"],
+                           shard_paths(mpath, "train")):
+        assert sha256(path) == entry["sha256"]
+    assert manifest["stats"]["train"]["mean_neighbours"] > 5
+    assert manifest["elements"] == ["C"] and manifest["e0"] == {"C": 0.0}
+
+
+def test_nested_subsets_and_fixed_test_split(real_like_file, tmp_path):
+    summary = ingest(str(real_like_file), str(tmp_path), ["C"], seeds=[1, 2], sizes=[3, 6])
+    subsets = summary["subsets"]
+    assert subsets["1"] != subsets["2"]
+    a3, a6 = training_subset(str(tmp_path), 3, 1), training_subset(str(tmp_path), 6, 1)
+    assert [r["positions"].tobytes() for r in a3] == [r["positions"].tobytes() for r in a6[:3]]
+    test = {r["positions"].tobytes() for r in read_shard(tmp_path / "test.h5")}
+    val = {r["positions"].tobytes() for r in read_shard(tmp_path / "val.h5")}
+    pool = {r["positions"].tobytes() for r in read_shard(tmp_path / "pool.h5")}
+    assert not test & pool and not val & pool and not test & val
+    again = ingest(str(real_like_file), str(tmp_path / "again"), ["C"], seeds=[1, 2], sizes=[3])
+    assert again["subsets"] == subsets
+    with pytest.raises(ValueError, match="finetune.n_train"):
+        nested_subsets(5, [1], [6])
+
+
+def test_split_column_is_kept_and_e0_fitted(real_like_file, tmp_path):
+    frames = read_frames(real_like_file)
+    for i, atoms in enumerate(frames):
+        atoms.info["split"] = "test" if i < 4 else "train"
+        atoms.info["E_dft"] = atoms.info.pop("energy") - 7.5 * len(atoms)  # a total energy
+        atoms.arrays["F_dft"] = atoms.arrays.pop("forces")
+    frames.append(frames[0].copy())
+    frames[-1].info["config_type"] = "dimer"
+    write_frames(tmp_path / "paper-style.extxyz", frames)
+    summary = ingest(str(tmp_path / "paper-style.extxyz"), str(tmp_path / "out"), ["C"], [1],
+                     [2], energy_key="E_dft", forces_key="F_dft", e0="fit",
+                     exclude_config_types=["dimer"])
+    assert summary["n_test"] == 4
+    assert summary["n_test"] + summary["n_val"] + summary["n_pool"] == len(frames) - 1
+    assert summary["e0"]["C"] < -7.0  # the fitted reference absorbs the -7.5 eV/atom shift
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda a: a.info.pop("energy"), "structure 2: missing energy key 'energy'"),
+    (lambda a: a.arrays.pop("forces"), "structure 2: missing forces key 'forces'"),
+    (lambda a: a.info.update(energy=float("nan")), "structure 2: key 'energy' is not finite"),
+    (lambda a: a.set_chemical_symbols(["Si"] + a.get_chemical_symbols()[1:]),
+     r"structure 2: element\(s\) \['Si'\] outside the model's set"),
+])
+def test_bad_real_data_names_file_index_and_key(real_like_file, tmp_path, breakage, message):
+    frames = read_frames(real_like_file)
+    breakage(frames[2])
+    bad = tmp_path / "bad.extxyz"
+    write_frames(bad, frames)
+    with pytest.raises(ValueError, match=f"{bad}.*{message}"):
+        ingest(str(bad), str(tmp_path / "out"), ["C"], [1], [2])
+    assert not (tmp_path / "out").exists()
