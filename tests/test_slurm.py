@@ -186,3 +186,34 @@ def test_toy_workflow_goes_through_sbatch_to_right_partitions(tmp_path, slurm_cl
     logdir = tmp_path / ".snakemake" / "slurm_logs"
     assert list((logdir / "rule_prep").glob("*.log"))
     assert list((logdir / "rule_pretrain").glob("*.log"))
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_file):
+    """The real pipeline on configs/tiny.yaml through profiles/slurm: every job via sbatch,
+    training rules on the gpu partition with a GPU, the rest on cpu."""
+    override = tmp_path / "override.yaml"
+    override.write_text(f"real: {{path: {real_like_file}}}\n"
+                        "synthetic: {labellers: [snap_c]}\n"
+                        "finetune: {n_train: [3], seeds: [1], max_epochs: 2}\n")
+    proc = run_snakemake_on_slurm(
+        tmp_path, REPO / "Snakefile", None,
+        ["--configfile", str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
+         str(override)], timeout=1500)
+    jobs = slurm_jobs(proc)
+    rules = sorted(jobs.values())
+    assert rules.count("md") == 2 and rules.count("label") == 2
+    for rule in ("shard", "real_data", "pretrain", "finetune", "scratch", "aggregate"):
+        assert rule in rules, rules
+    for jid, rule in jobs.items():
+        info = scontrol_job(jid)
+        assert info["JobState"] == "COMPLETED", (rule, info)
+        gres = " ".join(info.get(k, "") for k in ("TresPerJob", "TresPerNode"))
+        if rule in ("pretrain", "finetune", "scratch"):
+            assert info["Partition"] == "gpu" and "gpu" in gres, (rule, info)
+        else:
+            assert info["Partition"] == "cpu" and "gpu" not in gres, (rule, info)
+        if rule == "md":
+            assert info["NumTasks"] == "2", info
+    table = (tmp_path / "results/tiny/curves/learning_curve.csv").read_text()
+    assert table.startswith("mode,labeller,n,") and "finetune,snap_c,3" in table

@@ -1,0 +1,105 @@
+"""The whole Snakemake pipeline on the tiny config: DAG, a full run, rerunning one point, and
+bad config stopping the run before any job starts."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
+
+
+def snakemake(workdir: Path, *args: str, targets: tuple[str, ...] = (),
+              check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [*SNAKEMAKE, *targets, "--directory", str(workdir), *args, "--configfile",
+           str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
+           str(workdir / "override.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def write_override(workdir: Path, real_path: Path, **extra) -> None:
+    override = {"real": {"path": str(real_path)}, **extra}
+    (workdir / "override.yaml").write_text(yaml.safe_dump(override))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, real_like_file):
+    workdir = tmp_path_factory.mktemp("pipeline")
+    write_override(workdir, real_like_file)
+    snakemake(workdir, "--cores", "2")
+    return workdir
+
+
+@pytest.mark.slow
+def test_tiny_pipeline_writes_learning_curves(tiny_run):
+    curves = tiny_run / "results" / "tiny" / "curves"
+    table = pd.read_csv(curves / "learning_curve.csv")
+    combos = set(zip(table["mode"], table["labeller"], table["n"]))
+    assert combos == {("scratch", "none", 3), ("scratch", "none", 6),
+                      ("finetune", "snap_c", 3), ("finetune", "snap_c", 6),
+                      ("finetune", "lcbop", 3), ("finetune", "lcbop", 6)}
+    assert (table["test_force_rmse_mean"] > 0).all()
+    assert (curves / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<svg" in (curves / "learning_curve.svg").read_text()[:500]
+    manifest = json.loads((tiny_run / "results/tiny/shards/lcbop/manifest.json").read_text())
+    assert manifest["labeller"] == "lcbop" and manifest["counts"]["val"] > 0
+    metrics = json.loads((tiny_run / "results/tiny/finetune/snap_c/n3/s1/metrics.json").read_text())
+    assert metrics["mode"] == "finetune" and metrics["n"] == 3 and metrics["epochs"] == 2
+    assert metrics["test_n_structures"] > 0 and metrics["test_energy_rmse_per_atom"] > 0
+
+
+@pytest.mark.slow
+def test_rerun_one_point_rebuilds_it_alone(tiny_run):
+    point = tiny_run / "results/tiny/finetune/lcbop/n6/s1"
+    (point / "model.pt").unlink()
+    (point / "metrics.json").unlink()
+    target = "results/tiny/finetune/lcbop/n6/s1/metrics.json"
+    dry = snakemake(tiny_run, "-n", "--quiet", "rules", targets=(target,))
+    assert "finetune" in dry.stdout and "evaluate" in dry.stdout
+    for other in ("md", "label", "shard", "pretrain", "scratch", "aggregate"):
+        assert f"\n{other} " not in dry.stdout, dry.stdout
+    snakemake(tiny_run, "--cores", "2", targets=(target,))
+    assert (point / "model.pt").exists()
+    assert json.loads((point / "metrics.json").read_text())["n"] == 6
+
+
+@pytest.mark.slow
+def test_dry_run_lists_whole_dag(tiny_run):
+    dag = snakemake(tiny_run, "--forceall", "-n", "--quiet", "rules").stdout
+    for rule in ("md", "label", "shard", "real_data", "pretrain", "finetune", "scratch",
+                 "evaluate", "aggregate"):
+        assert rule in dag
+    graph = snakemake(tiny_run, "--forceall", "--rulegraph").stdout
+    assert graph.lstrip().startswith("digraph") and "pretrain" in graph
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"synthetic": {"n_atoms": "many"}}, "'many' is not of type 'integer'"),
+    ({"synthetic": {"teacher": "gap17"}}, "config field 'synthetic.teacher': unknown teacher 'gap17'"),
+    ({"synthetic": {"labellers": ["snap_c", "nope"]}},
+     "config field 'synthetic.labellers': unknown teacher 'nope'"),
+    ({"synthetic": {"densities": [40.0]}}, "config field 'synthetic.densities'"),
+    ({"finetune": {"seeds": [1], "n_train": [3], "max_epochs": "ten"}}, "'ten' is not of type"),
+])
+def test_bad_config_stops_before_any_job(tmp_path, real_like_file, extra, message):
+    write_override(tmp_path, real_like_file, **extra)
+    proc = snakemake(tmp_path, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_missing_real_data_is_named(tmp_path):
+    write_override(tmp_path, tmp_path / "nowhere.extxyz")
+    proc = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert proc.returncode != 0
+    assert "config field 'real.path'" in proc.stdout + proc.stderr
