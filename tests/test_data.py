@@ -135,3 +135,16 @@ def test_bad_real_data_names_file_index_and_key(real_like_file, tmp_path, breaka
     with pytest.raises(ValueError, match=f"{bad}.*{message}"):
         ingest(str(bad), str(tmp_path / "out"), ["C"], [1], [2])
     assert not (tmp_path / "out").exists()
+
+
+def test_fetch_through_load_atoms_reads_a_local_file(real_like_file, tmp_path):
+    from synthpre.fetch import fetch_dataset
+
+    n = fetch_dataset(str(real_like_file), str(tmp_path / "fetched.extxyz"), str(tmp_path / "la"))
+    original, fetched = read_frames(real_like_file), read_frames(tmp_path / "fetched.extxyz")
+    assert n == len(original) == len(fetched)
+    for a, b in zip(original, fetched):
+        assert np.allclose(a.positions, b.positions)
+        assert a.info["energy"] == pytest.approx(b.info["energy"])
+        assert np.allclose(a.arrays["forces"], b.arrays["forces"])
+        assert a.info["config_type"] == b.info["config_type"]

@@ -27,7 +27,7 @@ def snakemake(workdir: Path, *args: str, targets: tuple[str, ...] = (),
 
 
 def write_override(workdir: Path, real_path: Path, **extra) -> None:
-    override = {"real": {"path": str(real_path)}, **extra}
+    override = {"real": {"source": str(real_path)}, **extra}
     (workdir / "override.yaml").write_text(yaml.safe_dump(override))
 
 
@@ -102,4 +102,35 @@ def test_missing_real_data_is_named(tmp_path):
     write_override(tmp_path, tmp_path / "nowhere.extxyz")
     proc = snakemake(tmp_path, "--cores", "1", "-n", check=False)
     assert proc.returncode != 0
-    assert "config field 'real.path'" in proc.stdout + proc.stderr
+    assert "config field 'real.source': file" in proc.stdout + proc.stderr
+
+
+def test_teacher_missing_from_this_lammps_warns_in_dry_run_and_stops_a_run(tmp_path,
+                                                                           real_like_file):
+    write_override(tmp_path, real_like_file, teachers={
+        "gap17": {"pair_style": "quip", "pair_coeff": "* * /cluster/gap17.xml C",
+                  "elements": ["C"]}}, synthetic={"labellers": ["snap_c", "gap17"]})
+    dry = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "WARNING (a dry run goes on; a real run stops here): config field " \
+        "'synthetic.labellers'" in dry.stdout + dry.stderr
+    run = snakemake(tmp_path, "--cores", "1", check=False)
+    assert run.returncode != 0
+    assert "/cluster/gap17.xml" in run.stdout + run.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_paper_config_dag_builds_here(tmp_path):
+    """configs/paper-carbon.yaml: the paper's full study; its DAG builds without the
+    cluster's potentials (a dry run only warns about them)."""
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--quiet", "rules", "--configfile",
+         str(REPO / "config.yaml"), str(REPO / "configs" / "paper-carbon.yaml")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(line.split() for line in proc.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts["md"] == "546" and counts["label"] == str(546 * 5)
+    assert counts["pretrain"] == "5" and counts["scratch"] == str(8 * 5)
+    assert counts["finetune"] == str(5 * 8 * 5) and counts["fetch_real"] == "1"
+    assert "config field 'synthetic.teacher': teacher 'gap17'" in proc.stderr

@@ -193,7 +193,7 @@ def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_
     """The real pipeline on configs/tiny.yaml through profiles/slurm: every job via sbatch,
     training rules on the gpu partition with a GPU, the rest on cpu."""
     override = tmp_path / "override.yaml"
-    override.write_text(f"real: {{path: {real_like_file}}}\n"
+    override.write_text(f"real: {{source: {real_like_file}}}\n"
                         "synthetic: {labellers: [snap_c]}\n"
                         "finetune: {n_train: [3], seeds: [1], max_epochs: 2}\n")
     proc = run_snakemake_on_slurm(

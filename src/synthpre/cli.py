@@ -16,9 +16,11 @@ def _settings(text: str) -> dict:
 
 
 def cmd_md(args) -> None:
+    """One trajectory; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
     from .atomic import write_json
     from .config_check import parse_job
     from .frames import write_frames
+    from .lammps_system import mpi_rank, omp_args
     from .md import Protocol, run_trajectory
     from .teachers import get_teacher
 
@@ -30,7 +32,10 @@ def cmd_md(args) -> None:
     result = run_trajectory(teacher, {s["elements"][0]: syn["n_atoms"]}, density, anneal_t,
                             Protocol.from_config(syn["protocol"]), seed,
                             traj_id=f"{teacher.name}/{args.job}",
-                            min_distance=syn.get("min_distance", 1.0))
+                            min_distance=syn.get("min_distance", 1.0),
+                            lammps_args=omp_args(args.omp_threads))
+    if mpi_rank() != 0:
+        return
     write_frames(args.out_frames, result.frames)
     write_json(args.out_status, {**result.info, "failure": result.failure,
                                  "n_frames": len(result.frames), "steps": result.steps,
@@ -46,13 +51,19 @@ def hash_job(job: str) -> int:
 
 
 def cmd_label(args) -> None:
+    """Label one frames file; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
     from .frames import read_frames, write_frames
     from .label import label_frames
+    from .lammps_system import mpi_rank, omp_args
     from .teachers import get_teacher
 
     labeller = get_teacher(args.labeller, _settings(args.settings).get("teachers"))
     frames = read_frames(args.frames)
-    write_frames(args.out, label_frames(frames, labeller) if frames else [])
+    labelled = label_frames(frames, labeller, lammps_args=omp_args(args.omp_threads)) \
+        if frames else []
+    if mpi_rank() != 0:
+        return
+    write_frames(args.out, labelled)
     print(f"labelled {len(frames)} frames with {labeller.name}")
 
 
@@ -74,11 +85,16 @@ def cmd_real(args) -> None:
     from .realdata import ingest
 
     s = _settings(args.settings)
-    real = dict(s["real"])
-    path = real.pop("path")
-    summary = ingest(path, args.out_dir, s["elements"], s["finetune"]["seeds"],
+    real = {k: v for k, v in s["real"].items() if k != "source"}
+    summary = ingest(args.source, args.out_dir, s["elements"], s["finetune"]["seeds"],
                      s["finetune"]["n_train"], **real)
     print(json.dumps({k: v for k, v in summary.items() if k != "subsets"}))
+
+
+def cmd_fetch(args) -> None:
+    from .fetch import fetch_dataset
+
+    print(f"fetched {fetch_dataset(args.dataset, args.out, args.root)} structures")
 
 
 def cmd_train(args) -> None:
@@ -111,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", required=True, help="d<density>-T<anneal K>-r<replica>")
     p.add_argument("--out-frames", required=True)
     p.add_argument("--out-status", required=True)
+    p.add_argument("--omp-threads", type=int, default=0,
+                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("label", help="label MD frames with one labeller")
@@ -118,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeller", required=True)
     p.add_argument("--frames", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--omp-threads", type=int, default=0,
+                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("shard", help="filter, split by trajectory and shard labelled frames")
@@ -129,8 +149,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("real", help="ingest a real data set: splits and nested subsets")
     p.add_argument("--settings", required=True)
+    p.add_argument("--source", required=True, help="extxyz file of the real data set")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_real)
+
+    p = sub.add_parser("fetch", help="download a public data set with load-atoms")
+    p.add_argument("--dataset", required=True, help="load-atoms name (e.g. C-GAP-17) or a file")
+    p.add_argument("--root", required=True, help="load-atoms cache folder")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("train", help="pre-train, fine-tune or train from scratch")
     p.add_argument("--settings", required=True)

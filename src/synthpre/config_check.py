@@ -1,11 +1,19 @@
 """Checks on a validated config that a JSON schema cannot express, run when the Snakefile is
-parsed, so bad input stops the run before any job starts, naming the config field."""
+parsed, so bad input stops the run before any job starts, naming the config field.
+
+Checks of this machine's LAMMPS (a pair style in this build, a potential file on disk)
+are returned rather than raised: the Snakefile warns of them when it is parsed and stops in
+``onstart`` (which a dry run skips), so a cluster config shows its DAG on a laptop without the
+cluster's LAMMPS build or data, and still stops before any job is submitted."""
 from __future__ import annotations
 
 import os
 
 from .cells import check_packing
 from .teachers import get_teacher
+
+
+FETCH_PREFIX = "load-atoms:"
 
 
 class ConfigError(ValueError):
@@ -23,18 +31,23 @@ def parse_job(job: str) -> tuple[float, float, int]:
     return float(d[1:]), float(t[1:]), int(r[1:])
 
 
-def check_config(config: dict) -> None:
+def check_config(config: dict) -> list[str]:
+    """Raise ConfigError for bad input; return the problems of this LAMMPS (see above)."""
     syn, custom = config["synthetic"], config.get("teachers", {})
     elements = config["elements"]
+    machine: list[str] = []
     for field, names in (("synthetic.teacher", [syn["teacher"]]),
                          ("synthetic.labellers", syn["labellers"])):
         for name in names:
             try:
                 teacher = get_teacher(name, custom)
                 teacher.commands(elements)  # raises if an element is not covered
+            except ValueError as err:
+                raise ConfigError(f"config field '{field}': {err}") from None
+            try:
                 teacher.check()  # pair style in this LAMMPS build, potential files exist
             except (ValueError, FileNotFoundError) as err:
-                raise ConfigError(f"config field '{field}': {err}") from None
+                machine.append(f"config field '{field}': {err}")
     if len(elements) != 1:
         raise ConfigError("config field 'elements': random cells are single-element for now")
     min_d = syn.get("min_distance", 1.0)
@@ -43,5 +56,7 @@ def check_config(config: dict) -> None:
             check_packing(elements * syn["n_atoms"], density, min_d)
         except ValueError as err:
             raise ConfigError(f"config field 'synthetic.densities': {err}") from None
-    if not os.path.exists(config["real"]["path"]):
-        raise ConfigError(f"config field 'real.path': file {config['real']['path']} not found")
+    source = config["real"]["source"]
+    if not source.startswith(FETCH_PREFIX) and not os.path.exists(source):
+        raise ConfigError(f"config field 'real.source': file {source} not found")
+    return machine

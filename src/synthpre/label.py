@@ -2,33 +2,49 @@
 
 Labelling is a fresh single point per frame, separate from the MD, so the same structures can
 be relabelled by any number of labellers (the paper compared ML and empirical labels on
-identical structures).
+identical structures). A LAMMPS labeller gets a fresh LAMMPS instance per frame (on every MPI
+rank when launched with mpiexec); an ASE labeller is one calculator called directly on every
+frame (no LAMMPS; under mpiexec each rank repeats the same work, so run it on one rank).
 """
 from __future__ import annotations
 
+import numpy as np
 from ase import Atoms
 
 from .frames import set_labels
-from .lammps_system import LammpsSystem, isolated_atom_energy
+from .lammps_system import LammpsSystem
 from .teachers import Teacher
 
 
-def isolated_atom_energies(teacher: Teacher, elements: list[str]) -> dict[str, float]:
-    return {s: isolated_atom_energy(s, teacher) for s in elements}
+def isolated_atom_energies(teacher: Teacher, elements: list[str], calculator=None,
+                           lammps_args: tuple[str, ...] = ()) -> dict[str, float]:
+    """E0 per element: one atom alone in a periodic 20 Å cube."""
+    return {s: _single_point(Atoms(s, positions=[[0, 0, 0]], cell=[20.0] * 3, pbc=True),
+                             teacher, calculator, lammps_args)[0] for s in elements}
 
 
-def label_frames(frames: list[Atoms], labeller: Teacher,
-                 e0: dict[str, float] | None = None) -> list[Atoms]:
+def _single_point(atoms: Atoms, teacher: Teacher, calculator,
+                  lammps_args: tuple[str, ...]) -> tuple[float, np.ndarray]:
+    if calculator is not None:
+        probe = atoms.copy()
+        probe.calc = calculator
+        return float(probe.get_potential_energy()), np.array(probe.get_forces(), dtype=float)
+    system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
+    try:
+        return system.single_point()
+    finally:
+        system.close()
+
+
+def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | None = None,
+                 lammps_args: tuple[str, ...] = ()) -> list[Atoms]:
     """Copies of ``frames`` with ``energy`` (E - sum E0) and ``forces`` from ``labeller``."""
     elements = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
-    e0 = e0 or isolated_atom_energies(labeller, elements)
+    calculator = labeller.make_calculator() if labeller.is_ase else None
+    e0 = e0 or isolated_atom_energies(labeller, elements, calculator, lammps_args)
     labelled = []
     for atoms in frames:
-        system = LammpsSystem(atoms, labeller)
-        try:
-            energy, forces = system.single_point()
-        finally:
-            system.close()
+        energy, forces = _single_point(atoms, labeller, calculator, lammps_args)
         out = atoms.copy()
         set_labels(out, energy - sum(e0[s] for s in atoms.get_chemical_symbols()), forces)
         out.info["labeller"] = labeller.name

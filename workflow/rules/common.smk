@@ -1,7 +1,15 @@
 # Shared names: result paths, the fan-out of MD jobs, and settings passed to the CLI as JSON.
-from synthpre.config_check import check_config, md_jobs
+from synthpre.config_check import ConfigError, check_config, md_jobs
 
-check_config(config)
+MACHINE_PROBLEMS = check_config(config)
+if workflow.is_main_process:
+    for problem in MACHINE_PROBLEMS:
+        print(f"WARNING (a dry run goes on; a real run stops here): {problem}", file=sys.stderr)
+
+
+onstart:
+    if MACHINE_PROBLEMS:
+        raise ConfigError("\n".join(MACHINE_PROBLEMS))
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"

@@ -1,6 +1,14 @@
 # Synthetic data: teacher MD (fan-out over density x anneal temperature x replica),
 # labelling by each labeller, and shards per labeller.
 
+def mpi_prefix(resources):
+    """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher)."""
+    tasks = int(getattr(resources, "tasks", 1) or 1)
+    if tasks <= 1:
+        return ""
+    return f"{getattr(resources, 'mpi', None) or 'mpiexec'} -n {tasks} "
+
+
 wildcard_constraints:
     job=r"d[0-9.]+-T[0-9.]+-r[0-9]+",
     labeller=r"[A-Za-z0-9_.-]+",
@@ -12,10 +20,13 @@ rule md:
         status=RESULTS + "/md/{teacher}/{job}/md.json",
     params:
         settings=lambda w: settings("synthetic", "teachers", "elements"),
+        # MPI ranks: resources tasks > 1 (profiles set them) prefix the command with the MPI
+        # launcher (resource "mpi", default mpiexec; "srun" on SLURM); one rank runs plain.
+        mpi=lambda w, resources: mpi_prefix(resources),
     log:
         RESULTS + "/logs/md/{teacher}/{job}.log",
     shell:
-        "synthpre md --settings {params.settings:q} --teacher {wildcards.teacher} "
+        "{params.mpi}synthpre md --settings {params.settings:q} --teacher {wildcards.teacher} "
         "--job {wildcards.job} --out-frames {output.frames} --out-status {output.status} "
         "> {log} 2>&1"
 
@@ -27,10 +38,11 @@ rule label:
         RESULTS + "/labels/{labeller}/{job}.extxyz",
     params:
         settings=lambda w: settings("teachers"),
+        mpi=lambda w, resources: mpi_prefix(resources),
     log:
         RESULTS + "/logs/label/{labeller}/{job}.log",
     shell:
-        "synthpre label --settings {params.settings:q} --labeller {wildcards.labeller} "
+        "{params.mpi}synthpre label --settings {params.settings:q} --labeller {wildcards.labeller} "
         "--frames {input.frames} --out {output} > {log} 2>&1"
 
 
