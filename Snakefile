@@ -26,4 +26,5 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
-        expand(RESULTS + "/curves/learning_curve.{ext}", ext=["csv", "png", "svg"]),
+        expand(RESULTS + "/curves/{name}", name=["learning_curve.csv", "learning_curve.png",
+               "learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv"]),

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from synthpre.frames import read_frames
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
@@ -40,7 +43,7 @@ def tiny_run(tmp_path_factory, real_like_file):
 
 
 @pytest.mark.slow
-def test_tiny_pipeline_writes_learning_curves(tiny_run):
+def test_tiny_pipeline_writes_learning_curves(tiny_run, real_like_file):
     curves = tiny_run / "results" / "tiny" / "curves"
     table = pd.read_csv(curves / "learning_curve.csv")
     combos = set(zip(table["mode"], table["labeller"], table["n"]))
@@ -50,11 +53,22 @@ def test_tiny_pipeline_writes_learning_curves(tiny_run):
     assert (table["test_force_rmse_mean"] > 0).all()
     assert (curves / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<svg" in (curves / "learning_curve.svg").read_text()[:500]
+    assert (curves / "parity.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    datasets = pd.read_csv(curves / "datasets.csv")
+    assert set(datasets["data"]) == {"synthetic (snap_c)", "synthetic (lcbop)", "real"}
+    real = datasets[datasets["data"] == "real"].set_index("split")["n_structures"]
+    assert real.sum() == len(read_frames(real_like_file))
+    walls = pd.read_csv(curves / "wall_times.csv")
+    assert len(walls) == 2 + len(table) and (walls["wall_s"] > 0).all()
     manifest = json.loads((tiny_run / "results/tiny/shards/lcbop/manifest.json").read_text())
     assert manifest["labeller"] == "lcbop" and manifest["counts"]["val"] > 0
     metrics = json.loads((tiny_run / "results/tiny/finetune/snap_c/n3/s1/metrics.json").read_text())
     assert metrics["mode"] == "finetune" and metrics["n"] == 3 and metrics["epochs"] == 2
     assert metrics["test_n_structures"] > 0 and metrics["test_energy_rmse_per_atom"] > 0
+    parity = np.load(tiny_run / "results/tiny/finetune/snap_c/n3/s1/parity.npz")
+    assert len(parity["energy_ref"]) == metrics["test_n_structures"]
+    rmse = np.sqrt(np.mean((parity["forces_pred"] - parity["forces_ref"]) ** 2))
+    assert rmse == pytest.approx(metrics["test_force_rmse"], rel=1e-9)
 
 
 @pytest.mark.slow
@@ -134,3 +148,10 @@ def test_paper_config_dag_builds_here(tmp_path):
     assert counts["pretrain"] == "5" and counts["scratch"] == str(8 * 5)
     assert counts["finetune"] == str(5 * 8 * 5) and counts["fetch_real"] == "1"
     assert "config field 'synthetic.teacher': teacher 'gap17'" in proc.stderr
+
+
+def test_report_builds_with_learning_curves(tiny_run):
+    proc = snakemake(tiny_run, "--report", "report.html")
+    html = (tiny_run / "report.html").read_text(errors="replace")
+    for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv"):
+        assert name in html, name

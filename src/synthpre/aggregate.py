@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
@@ -22,7 +23,7 @@ def load_metrics(paths: list[str]) -> pd.DataFrame:
         m = json.loads(Path(path).read_text())
         rows.append({"mode": m["mode"], "labeller": m["labeller"], "n": m["n"], "seed": m["seed"],
                      **{k: m[k] for k in METRICS}, "epochs": m["epochs"],
-                     "train_wall_s": m["train_wall_s"]})
+                     "train_wall_s": m["train_wall_s"], "metrics_file": path})
     return pd.DataFrame(rows)
 
 
@@ -51,10 +52,64 @@ def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:
     plt.close(fig)
 
 
-def aggregate(metric_files: list[str], out_dir: str) -> pd.DataFrame:
+def plot_parity(metrics: pd.DataFrame, parity_files: dict[str, str], png: Path) -> None:
+    """Test-set parity at the largest n, first seed, one column per model family."""
+    picks = metrics.sort_values(["n", "seed"], ascending=[False, True]) \
+        .groupby(["mode", "labeller"]).head(1)
+    fig, axes = plt.subplots(2, len(picks), figsize=(3.2 * len(picks), 6.2), squeeze=False,
+                             constrained_layout=True)
+    for col, (_, row) in enumerate(picks.iterrows()):
+        data = np.load(parity_files[row["metrics_file"]])
+        name = "scratch" if row["mode"] == "scratch" else f"pre-trained ({row['labeller']})"
+        for ax, key, unit in ((axes[0, col], "energy", "eV/atom"), (axes[1, col], "forces", "eV/Å")):
+            ref, pred = data[f"{key}_ref"], data[f"{key}_pred"]
+            ax.scatter(ref, pred, s=3, alpha=0.5)
+            lims = [min(ref.min(), pred.min()), max(ref.max(), pred.max())]
+            ax.plot(lims, lims, "k--", lw=0.8)
+            ax.set(xlabel=f"reference {key} ({unit})", ylabel=f"predicted ({unit})",
+                   title=f"{name}, n={row['n']}, seed {row['seed']}")
+            ax.title.set_fontsize(8)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def dataset_table(manifests: list[str], real_summary: str) -> pd.DataFrame:
+    """One row per data set: each labeller's synthetic splits and the real splits."""
+    rows = []
+    for path in manifests:
+        m = json.loads(Path(path).read_text())
+        for split, stats in m["stats"].items():
+            rows.append({"data": f"synthetic ({m['labeller']})", "split": split, **stats,
+                         "failed_trajectories": len(m["failed_trajectories"])})
+    real = json.loads(Path(real_summary).read_text())
+    for split in ("test", "val", "pool"):
+        rows.append({"data": "real", "split": split, "n_structures": real[f"n_{split}"]})
+    return pd.DataFrame(rows)
+
+
+def wall_times(metrics: pd.DataFrame, md_status: list[str]) -> pd.DataFrame:
+    """Wall time of every MD and training job (training from the model file's record)."""
+    rows = [{"job": f"md {json.loads(Path(p).read_text())['traj_id']}",
+             "wall_s": json.loads(Path(p).read_text())["wall_s"]} for p in md_status]
+    rows += [{"job": f"{r['mode']} {r['labeller']} n={r['n']} seed={r['seed']}",
+              "wall_s": r["train_wall_s"]} for _, r in metrics.iterrows()]
+    return pd.DataFrame(rows)
+
+
+def write_csv(df: pd.DataFrame, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g")
+
+
+def aggregate(metric_files: list[str], out_dir: str, parity: list[str], manifests: list[str],
+              real_summary: str, md_status: list[str]) -> pd.DataFrame:
     out = Path(out_dir)
-    table = learning_curve(load_metrics(metric_files))
-    with atomic_path(out / "learning_curve.csv") as tmp:
-        table.to_csv(tmp, index=False, float_format="%.6g")
+    metrics = load_metrics(metric_files)
+    table = learning_curve(metrics)
+    write_csv(table, out / "learning_curve.csv")
     plot(table, out / "learning_curve.png", out / "learning_curve.svg")
+    plot_parity(metrics, dict(zip(metric_files, parity)), out / "parity.png")
+    write_csv(dataset_table(manifests, real_summary), out / "datasets.csv")
+    write_csv(wall_times(metrics, md_status), out / "wall_times.csv")
     return table

@@ -107,14 +107,16 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluation import evaluate_point
 
-    metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out)
+    metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out,
+                             args.parity)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
 
 
 def cmd_aggregate(args) -> None:
     from .aggregate import aggregate
 
-    print(aggregate(args.metrics, args.out_dir).to_string())
+    print(aggregate(args.metrics, args.out_dir, parity=args.parity, manifests=args.manifests,
+                    real_summary=args.real_summary, md_status=args.md_status).to_string())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -175,11 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", required=True)
     p.add_argument("--val", required=True)
     p.add_argument("--point", required=True, help="e.g. finetune/snap_c/n25/s1 or scratch/n25/s1")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="metrics.json")
+    p.add_argument("--parity", required=True, help="parity.npz (test-set predictions)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="learning-curve table and plot")
     p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--parity", nargs="+", required=True, help="parity.npz beside each metrics")
+    p.add_argument("--manifests", nargs="+", required=True, help="synthetic shard manifests")
+    p.add_argument("--real-summary", required=True, help="real/subsets.json")
+    p.add_argument("--md-status", nargs="+", required=True, help="md.json of every trajectory")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_aggregate)
     return parser

@@ -3,30 +3,52 @@ from __future__ import annotations
 
 import re
 
-from .atomic import write_json
+import numpy as np
+
+from .atomic import atomic_path, write_json
 from .modelfile import load_model
 from .shards import read_shard
-from .train import evaluate_metrics
+from .train import evaluate_metrics, predict
 
 POINT = re.compile(r"(?P<mode>scratch|finetune)(/(?P<labeller>[^/]+))?/n(?P<n>\d+)/s(?P<seed>\d+)")
 
 
-def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, out: str) -> dict:
+def parse_point(point: str) -> dict:
     match = POINT.fullmatch(point)
     if match is None:
         raise ValueError(f"--point '{point}' is not 'scratch/n<N>/s<seed>' or "
                          f"'finetune/<labeller>/n<N>/s<seed>'")
+    return {"mode": match["mode"], "labeller": match["labeller"] or "none",
+            "n": int(match["n"]), "seed": int(match["seed"])}
+
+
+def write_parity(path: str, records: list[dict], preds: list) -> None:
+    """Reference and predicted per-atom energies and force components, for parity plots."""
+    natoms = np.array([len(r["numbers"]) for r in records], dtype=float)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh,
+                 energy_ref=np.array([r["energy"] for r in records]) / natoms,
+                 energy_pred=np.array([p[0] for p in preds]) / natoms,
+                 forces_ref=np.concatenate([r["forces"].ravel() for r in records]),
+                 forces_pred=np.concatenate([p[1].ravel() for p in preds]))
+
+
+def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, out: str,
+                   parity_out: str) -> dict:
+    info = parse_point(point)
     model, meta = load_model(model_path)
-    test = evaluate_metrics(model, read_shard(test_path))
+    test_records = read_shard(test_path)
+    test_preds = predict(model, test_records)
+    test = evaluate_metrics(model, test_records, preds=test_preds)
     val = evaluate_metrics(model, read_shard(val_path))
     metrics = {
-        "mode": match["mode"], "labeller": match["labeller"] or "none",
-        "n": int(match["n"]), "seed": int(match["seed"]),
+        **info,
         **{f"test_{k}": v for k, v in test.items()},
         **{f"val_{k}": v for k, v in val.items()},
         "epochs": meta.get("epochs"), "best_epoch": meta.get("best_epoch"),
         "train_wall_s": meta.get("wall_time_s"), "n_parameters": meta.get("n_parameters"),
         "model": model_path,
     }
+    write_parity(parity_out, test_records, test_preds)
     write_json(out, metrics)
     return metrics

@@ -1,4 +1,5 @@
-# Evaluation of every learning-curve point on the fixed real test set, and the curves.
+# Evaluation of every learning-curve point on the fixed real test set, the curves, and the
+# tables and figures of the Snakemake report.
 
 wildcard_constraints:
     point=r"(scratch|finetune/[A-Za-z0-9_.-]+)/n[0-9]+/s[0-9]+",
@@ -10,24 +11,37 @@ rule evaluate:
         test=RESULTS + "/real/test.h5",
         val=RESULTS + "/real/val.h5",
     output:
-        RESULTS + "/{point}/metrics.json",
+        metrics=RESULTS + "/{point}/metrics.json",
+        parity=RESULTS + "/{point}/parity.npz",
     log:
         RESULTS + "/logs/evaluate/{point}.log",
     shell:
         "synthpre evaluate --model {input.model} --test {input.test} --val {input.val} "
-        "--point {wildcards.point} --out {output} > {log} 2>&1"
+        "--point {wildcards.point} --out {output.metrics} --parity {output.parity} > {log} 2>&1"
 
 
 rule aggregate:
     input:
-        expand(RESULTS + "/{point}/metrics.json", point=curve_points()),
+        metrics=expand(RESULTS + "/{point}/metrics.json", point=curve_points()),
+        parity=expand(RESULTS + "/{point}/parity.npz", point=curve_points()),
+        manifests=expand(RESULTS + "/shards/{labeller}/manifest.json", labeller=LABELLERS),
+        real=RESULTS + "/real/subsets.json",
+        md=expand(RESULTS + "/md/" + SYN["teacher"] + "/{job}/md.json", job=JOBS),
     output:
-        csv=report(RESULTS + "/curves/learning_curve.csv", caption="../report/learning_curve_table.rst",
-                   category="Learning curves"),
+        csv=report(RESULTS + "/curves/learning_curve.csv", category="Learning curves",
+                   caption="../report/learning_curve_table.rst"),
         png=RESULTS + "/curves/learning_curve.png",
-        svg=report(RESULTS + "/curves/learning_curve.svg", caption="../report/learning_curve.rst",
-                   category="Learning curves"),
+        svg=report(RESULTS + "/curves/learning_curve.svg", category="Learning curves",
+                   caption="../report/learning_curve.rst"),
+        parity=report(RESULTS + "/curves/parity.png", category="Parity",
+                      caption="../report/parity.rst"),
+        datasets=report(RESULTS + "/curves/datasets.csv", category="Data sets",
+                        caption="../report/datasets.rst"),
+        wall=report(RESULTS + "/curves/wall_times.csv", category="Wall times",
+                    caption="../report/wall_times.rst"),
     log:
         RESULTS + "/logs/aggregate.log",
     shell:
-        "synthpre aggregate --metrics {input} --out-dir $(dirname {output.csv}) > {log} 2>&1"
+        "synthpre aggregate --metrics {input.metrics} --parity {input.parity} "
+        "--manifests {input.manifests} --real-summary {input.real} --md-status {input.md} "
+        "--out-dir $(dirname {output.csv}) > {log} 2>&1"
