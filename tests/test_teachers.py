@@ -108,3 +108,28 @@ def test_ase_teacher_errors_name_the_cause(tmp_path):
     with pytest.raises(FileNotFoundError, match="no.pt"):
         model.check()
     assert get_teacher("emt", WRAPPED).commands(["C"]) == []
+
+
+class FailingEMT(EMT):
+    """EMT that raises on its 40th call (a calculator dying mid-trajectory)."""
+
+    calls = 0
+
+    def calculate(self, *args, **kwargs):
+        FailingEMT.calls += 1
+        if FailingEMT.calls == 40:
+            raise RuntimeError("model exploded")
+        super().calculate(*args, **kwargs)
+
+
+def test_calculator_error_stops_md_and_names_the_cause():
+    FailingEMT.calls = 0
+    teacher = get_teacher("bad", {"bad": {"kind": "ase", "calculator": f"{__name__}:FailingEMT",
+                                          "elements": ["C"]}})
+    proto = Protocol.from_config({"dump_every_ps": 0.01, "keep_frames_on_failure": True,
+                                  "stages": [{"name": "melt", "T_start": 1000, "T_end": 1000,
+                                              "duration_ps": 0.2}]})
+    result = run_trajectory(teacher, {"C": 16}, 2.5, 1000, proto, seed=1, traj_id="bad")
+    assert result.failure is not None
+    assert "ASE calculator error" in result.failure and "model exploded" in result.failure
+    assert result.steps < 200 and len(result.frames) == result.steps // 10 - 1

@@ -55,6 +55,7 @@ class LammpsSystem:
                          x.ravel().tolist())
         lmp.commands_list(teacher.commands(self.elements))
         self.calculator = None
+        self.callback_error: str | None = None
         if teacher.is_ase:
             self._attach_calculator(teacher)
         lmp.commands_list(["neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes",
@@ -77,7 +78,21 @@ class LammpsSystem:
         self.lmp.set_fix_external_callback("synthpre_ext", self._external_forces)
 
     def _external_forces(self, caller, ntimestep, nlocal, tag, x, fext) -> None:
-        """fix external callback: ASE energy and forces for LAMMPS's current positions."""
+        """fix external callback: ASE energy and forces for LAMMPS's current positions.
+
+        An exception cannot cross the C callback (ctypes would print and drop it, and LAMMPS
+        would go on with stale forces), so it is kept in ``callback_error``, forces are zeroed
+        and the energy set to NaN; MD stops at its next check, single points raise."""
+        try:
+            self._compute_external(ntimestep, tag, x, fext)
+        except Exception as err:  # noqa: BLE001 - reported through callback_error
+            if self.callback_error is None:
+                self.callback_error = (f"ASE calculator error at step {ntimestep}: "
+                                       f"{type(err).__name__}: {err}")
+            fext[:] = 0.0
+            self.lmp.fix_external_set_energy_global("synthpre_ext", float("nan"))
+
+    def _compute_external(self, ntimestep, tag, x, fext) -> None:
         order = np.asarray(tag, dtype=np.int64).reshape(-1) - 1
         positions = np.empty((self.natoms, 3))
         positions[order] = self.prism.vector_to_ase(np.array(x, dtype=float))
@@ -107,6 +122,8 @@ class LammpsSystem:
 
     def single_point(self) -> tuple[float, np.ndarray]:
         self.lmp.command("run 0")
+        if self.callback_error:
+            raise RuntimeError(self.callback_error)
         return self.potential_energy(), self.forces()
 
     def close(self) -> None:

@@ -124,6 +124,8 @@ def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float
 
 def _blow_up(system: LammpsSystem, max_temperature: float) -> str | None:
     """Why this trajectory must stop, or None."""
+    if system.callback_error:  # an ASE teacher's calculator raised (see LammpsSystem)
+        return system.callback_error
     pe = system.potential_energy()
     temp = float(system.lmp.get_thermo("temp"))
     if not (math.isfinite(pe) and math.isfinite(temp)):

@@ -5,6 +5,13 @@ average (EMA) of the weights is what gets validated and saved; early stopping on
 model's validation force RMSE. Every epoch writes ``metrics.csv`` and ``checkpoint.pt``
 atomically, and a new call with the same ``out_dir`` resumes exactly where it stopped: the
 shuffle of epoch k is drawn from (seed, k), so it needs no saved generator state.
+
+Data parallel: when ``torch.distributed`` is initialised (``torchrun``, or
+``torch.multiprocessing.spawn`` + ``init_process_group``; gloo on CPU, nccl on GPU), every
+rank draws the same batches and trains on its share of each (structures ``rank::world``);
+the loss is normalised by the whole batch's counts and the gradients are summed over ranks
+(one ``all_reduce``), so the step is the single-process step on the whole batch. One code
+path: a world size of 1 is the plain case. Only rank 0 writes files.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 
 from .atomic import atomic_path
 from .graph import Batch, build_graph, collate, concat
@@ -54,10 +62,53 @@ def mean_neighbors(records: list[dict], r_max: float) -> float:
     return n_edges / max(1, sum(len(r["numbers"]) for r in records))
 
 
-def loss_fn(out: dict, batch: Batch, energy_weight: float) -> torch.Tensor:
-    force_mse = (out["forces"] - batch.forces).pow(2).mean()
-    energy_mse = ((out["energy"] - batch.energy) / batch.n_atoms).pow(2).mean()
-    return force_mse + energy_weight * energy_mse
+def loss_fn(out: dict, batch: Batch, energy_weight: float,
+            totals: tuple[int, int] | None = None) -> torch.Tensor:
+    """Force-component MSE + energy_weight x per-atom energy MSE.
+
+    ``totals`` = (atoms, structures) of the whole batch when ``batch`` is one rank's share:
+    the sums are then divided by the whole batch's counts, so the ranks' losses add up to
+    the whole batch's loss.
+    """
+    n_atoms, n_struct = totals or (batch.forces.shape[0], batch.energy.shape[0])
+    force_sse = (out["forces"] - batch.forces).pow(2).sum()
+    energy_sse = ((out["energy"] - batch.energy) / batch.n_atoms).pow(2).sum()
+    return force_sse / (3 * n_atoms) + energy_weight * energy_sse / n_struct
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_batch(graphs: list[Batch], rank: int, size: int) -> tuple[Batch, tuple[int, int]]:
+    """This rank's share (structures rank::size) of a batch and the whole batch's counts."""
+    totals = (sum(int(g.n_atoms.sum()) for g in graphs), sum(g.num_structures for g in graphs))
+    return concat(graphs[rank::size]), totals
+
+
+def gradient_step(model: NequIP, graphs: list[Batch], energy_weight: float, device) -> float:
+    """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss."""
+    rank, size = world()
+    if graphs[rank::size]:
+        batch, totals = shard_batch(graphs, rank, size)
+        batch = batch.to(device)
+        loss = loss_fn(model(batch), batch, energy_weight, totals)
+        loss.backward()
+        loss = loss.detach()
+    else:  # a last batch smaller than the world: this rank adds nothing
+        loss = torch.zeros((), dtype=model.dtype, device=device)
+    if size > 1:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p)
+                 for p in model.parameters()]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1)])
+        dist.all_reduce(flat)  # sum: the shares' losses add up to the whole batch's
+        for p, g in zip(model.parameters(), flat[:-1].split([q.numel() for q in grads])):
+            p.grad = g.view_as(p).clone()
+        loss = flat[-1]
+    return loss.item()
 
 
 def _predict_batches(model: NequIP, batches: Iterable[Batch], device) -> list:
@@ -96,9 +147,11 @@ def _metrics(records: list[dict], preds: list) -> dict:
     }
 
 
-def evaluate_metrics(model: NequIP, records: list[dict], batch_size: int = 20) -> dict:
-    """Energy (eV/atom, and eV per cell) and force-component (eV/Å) errors, per config_type."""
-    preds = predict(model, records, batch_size)
+def evaluate_metrics(model: NequIP, records: list[dict], batch_size: int = 20,
+                     preds: list | None = None) -> dict:
+    """Energy (eV/atom, and eV per cell) and force-component (eV/Å) errors, per config_type.
+    Pass ``preds`` (from ``predict``) when the caller needs them too, to predict only once."""
+    preds = predict(model, records, batch_size) if preds is None else preds
     result = _metrics(records, preds)
     types = sorted({r["config_type"] for r in records if "config_type" in r})
     if types:
@@ -110,14 +163,15 @@ def evaluate_metrics(model: NequIP, records: list[dict], batch_size: int = 20) -
 
 
 def _train_batches(train_data, epoch: int, cfg: TrainConfig, graphs: list[Batch] | None,
-                   graph_args: tuple) -> Iterable[Batch]:
+                   graph_args: tuple) -> Iterable[list[Batch]]:
+    """The epoch's batches as lists of one-structure graphs (every rank gets the same)."""
     if callable(train_data):  # streaming source: it owns its (epoch-seeded) order
         for records in train_data(epoch):
-            yield collate(list(records), *graph_args)
+            yield [build_graph(r, *graph_args) for r in records]
         return
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_data))
     for k in range(0, len(order), cfg.batch_size):
-        yield concat([graphs[i] for i in order[k:k + cfg.batch_size]])
+        yield [graphs[i] for i in order[k:k + cfg.batch_size]]
 
 
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, n_updates: int,
@@ -150,11 +204,18 @@ def train(model: NequIP,
     weights. Returns a summary dict.
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    rank, size = world()
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if size > 1:
+        dist.barrier()
     ckpt_path = out_dir / "checkpoint.pt"
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
+    if size > 1:  # every rank starts from rank 0's weights
+        for p in model.parameters():
+            dist.broadcast(p.data, 0)
     ema = copy.deepcopy(model).eval()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -182,15 +243,12 @@ def train(model: NequIP,
         start = time.perf_counter()
         epoch = state["epoch"] + 1
         losses = []
-        for batch in _train_batches(train_data, epoch, cfg, graphs, graph_args):
-            batch = batch.to(device)
+        for batch_graphs in _train_batches(train_data, epoch, cfg, graphs, graph_args):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(batch), batch, cfg.energy_weight)
-            loss.backward()
+            losses.append(gradient_step(model, batch_graphs, cfg.energy_weight, device))
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
             _update_ema(ema, model, n, cfg.ema_decay)
-            losses.append(loss.item())
 
         val = _metrics(val_records, _predict_batches(ema, val_batches, device))
         val_f = val["force_rmse"]
@@ -202,9 +260,10 @@ def train(model: NequIP,
             state["bad_epochs"] += 1
         if val_f < state["best"]:
             state["best"], state["best_epoch"] = val_f, epoch
-            save_model(out_dir / "model.pt", ema,
-                       {**meta, "epoch": epoch, "val_force_rmse": val_f,
-                        "val_energy_rmse_per_atom": val["energy_rmse_per_atom"]})
+            if rank == 0:
+                save_model(out_dir / "model.pt", ema,
+                           {**meta, "epoch": epoch, "val_force_rmse": val_f,
+                            "val_energy_rmse_per_atom": val["energy_rmse_per_atom"]})
         state["epoch"] = epoch
         state["done"] = state["bad_epochs"] >= cfg.patience
         state["wall_time_s"] += time.perf_counter() - start
@@ -212,12 +271,15 @@ def train(model: NequIP,
             "epoch": epoch, "train_loss": float(np.mean(losses)),
             "val_energy_rmse_per_atom": val["energy_rmse_per_atom"], "val_force_rmse": val_f,
             "lr": optimizer.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"]})
-        _write_metrics(out_dir / "metrics.csv", state["history"])
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+        if rank == 0:
+            _write_metrics(out_dir / "metrics.csv", state["history"])
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+        if size > 1:
+            dist.barrier()  # the files are complete before any rank reads them
 
     if (out_dir / "model.pt").exists():
         best = torch.load(out_dir / "model.pt", map_location=device, weights_only=True)

@@ -1,0 +1,282 @@
+"""Training throughput: synthpre's NequIP-style model vs NequIP 0.19.1, side by side.
+
+One run trains both models on the same SNAP-labelled 64-atom carbon frames, with the same
+hyperparameters (r_max 4, 4 layers, 32 features, l_max 1, parity, 8 trainable Bessel
+functions, polynomial cutoff p=6, radial MLP 1 x 8, readout 32 -> 16 -> 1, per-species scale
+1 / shift 0, float32), the same loss (force MSE + 4 x per-atom energy MSE), Adam (lr 5e-3),
+batch 10, the same shuffles and the same number of epochs, and reports structures/s, peak
+memory and validation E/F RMSE. Each model runs in its own process (its own virtual
+environment: NequIP pins its own stack and sets a global default dtype), one after the other.
+
+    .venv/bin/python benchmarks/bench_train.py --epochs 3 --threads 1 \
+        --nequip-python /tmp/nequip-venv/bin/python
+
+The NequIP environment: ``python3 -m venv /tmp/nequip-venv``, then
+``pip install torch==2.13.0`` first (else pip pulls a CUDA build), then ``pip install
+nequip==0.19.1``. Data: ``results/demo/labels/snap_c/*.extxyz`` (the demo pipeline's labels,
+4 trajectories x 25 frames); the last trajectory is the validation set (split by trajectory).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HYPER = {"r_max": 4.0, "num_layers": 4, "num_features": 32, "l_max": 1, "parity": True,
+         "num_basis": 8, "radial_mlp_width": 8, "radial_mlp_depth": 1, "dtype": "float32"}
+LR, ENERGY_WEIGHT, BATCH = 5e-3, 4.0, 10
+
+
+def load_frames(paths: list[str]):
+    """(train, val) lists of (atoms, energy, forces); the last file is validation."""
+    import ase.io
+    import numpy as np
+    out = []
+    for p in paths:
+        frames = []
+        for a in ase.io.read(p, index=":", format="extxyz"):
+            energy = float(a.calc.results["energy"]) if a.calc else float(a.info["energy"])
+            forces = np.asarray(a.calc.results["forces"] if a.calc else a.arrays["forces"])
+            a.calc = None
+            frames.append((a, energy, forces))
+        out.append(frames)
+    return [f for fs in out[:-1] for f in fs], out[-1]
+
+
+def epoch_order(n: int, seed: int, epoch: int):
+    import numpy as np
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def peak_memory(device) -> dict:
+    mem = {"peak_rss_MiB": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    if device.type == "cuda":
+        import torch
+        mem["peak_cuda_MiB"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return mem
+
+
+def rmse(pred_e, pred_f, data):
+    import numpy as np
+    de = np.array([(e - ref) / len(a) for e, (a, ref, _) in zip(pred_e, data)])
+    df = np.concatenate([(f - ref).ravel() for f, (_, _, ref) in zip(pred_f, data)])
+    return float(np.sqrt(np.mean(de**2))), float(np.sqrt(np.mean(df**2)))
+
+
+def run_synthpre(args) -> dict:
+    import torch
+    sys.path.insert(0, str(ROOT / "src"))
+    from synthpre.graph import build_graph, concat
+    from synthpre.model import NequIP, count_parameters
+    from synthpre.train import loss_fn
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    train, val = load_frames(args.data)
+    rec = [{"numbers": a.numbers, "positions": a.positions, "cell": a.cell.array,
+            "pbc": a.pbc, "energy": e, "forces": f} for a, e, f in train + val]
+    torch.manual_seed(args.seed)
+    model = NequIP.from_config({**HYPER, "species": ["C"], "avg_num_neighbors": args.avg_nn})
+    t0 = time.perf_counter()
+    graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in rec]
+    graph_time = time.perf_counter() - t0
+    tr, va = graphs[:len(train)], graphs[len(train):]
+    model.to(device).train()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+    def step(batch):
+        batch = batch.to(device)
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(batch), batch, ENERGY_WEIGHT)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step(concat(tr[:BATCH]))  # warm-up (allocator, lazy init), not timed
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0, steps = time.perf_counter(), []
+    for epoch in range(1, args.epochs + 1):
+        order = epoch_order(len(tr), args.seed, epoch)
+        for k in range(0, len(order), BATCH):
+            ts = time.perf_counter()
+            step(concat([tr[i] for i in order[k:k + BATCH]]))
+            steps.append(time.perf_counter() - ts)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    pe, pf = [], []
+    for k in range(0, len(va), 20):
+        out = model(concat(va[k:k + 20]).to(device))
+        pe += out["energy"].detach().cpu().double().tolist()
+        n = [g.positions.shape[0] for g in va[k:k + 20]]
+        pf += [f.numpy() for f in torch.split(out["forces"].detach().cpu().double(), n)]
+    e_rmse, f_rmse = rmse(pe, pf, val)
+    return {"code": "synthpre", "n_parameters": count_parameters(model),
+            "structures_per_s": len(tr) * args.epochs / wall, "train_wall_s": wall,
+            "median_step_s": sorted(steps)[len(steps) // 2], "graph_build_s": graph_time,
+            "val_energy_rmse_meV_per_atom": 1e3 * e_rmse, "val_force_rmse_eV_per_A": f_rmse,
+            **peak_memory(device)}
+
+
+def run_nequip(args) -> dict:
+    import torch
+    from nequip.data import AtomicDataDict, compute_neighborlist_, from_ase
+    from nequip.model import NequIPGNNModel
+    from nequip.utils.global_state import set_global_state
+    set_global_state()  # required before building a model (sets float64 default dtype)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    train, val = load_frames(args.data)
+    model = NequIPGNNModel(
+        seed=args.seed, model_dtype=HYPER["dtype"], r_max=HYPER["r_max"], type_names=["C"],
+        num_layers=HYPER["num_layers"], l_max=HYPER["l_max"], parity=HYPER["parity"],
+        num_features=HYPER["num_features"], radial_mlp_depth=HYPER["radial_mlp_depth"],
+        radial_mlp_width=HYPER["radial_mlp_width"], num_bessels=HYPER["num_basis"],
+        bessel_trainable=True, polynomial_cutoff_p=6, avg_num_neighbors=args.avg_nn,
+        readout_mlp_hidden_layers_depth=1, readout_mlp_hidden_layers_width=16,
+        readout_mlp_nonlinearity=None,  # 32 -> 16 -> 1 linear, as NequIP 0.5.6 / synthpre
+        per_type_energy_scales=1.0, per_type_energy_shifts=0.0).to(device)
+    t0 = time.perf_counter()
+    data = []
+    for a, e, f in train + val:
+        d = from_ase(a)
+        d[AtomicDataDict.ATOM_TYPE_KEY] = torch.zeros(len(a), dtype=torch.long)
+        d = compute_neighborlist_(d, HYPER["r_max"])
+        d[AtomicDataDict.TOTAL_ENERGY_KEY] = torch.tensor([[e]], dtype=torch.float64)
+        d[AtomicDataDict.FORCE_KEY] = torch.as_tensor(f, dtype=torch.float64)
+        data.append(d)
+    graph_time = time.perf_counter() - t0
+    tr, va = data[:len(train)], data[len(train):]
+    model.train()
+    opt = torch.optim.Adam(model.parameters(), lr=LR)
+
+    def to_dev(b):
+        return {k: v.to(device) if torch.is_tensor(v) else v for k, v in b.items()}
+
+    def loss_of(out, b):
+        n = b[AtomicDataDict.NUM_NODES_KEY].to(out[AtomicDataDict.TOTAL_ENERGY_KEY].dtype)
+        ef = (out[AtomicDataDict.TOTAL_ENERGY_KEY].view(-1)
+              - b[AtomicDataDict.TOTAL_ENERGY_KEY].view(-1).to(n.dtype)) / n
+        ff = out[AtomicDataDict.FORCE_KEY] - b[AtomicDataDict.FORCE_KEY].to(n.dtype)
+        return ff.pow(2).mean() + ENERGY_WEIGHT * ef.pow(2).mean()
+
+    def step(items):
+        b = to_dev(AtomicDataDict.batched_from_list(items))
+        opt.zero_grad(set_to_none=True)
+        loss = loss_of(model(b), b)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    step(tr[:BATCH])
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t0, steps = time.perf_counter(), []
+    for epoch in range(1, args.epochs + 1):
+        order = epoch_order(len(tr), args.seed, epoch)
+        for k in range(0, len(order), BATCH):
+            ts = time.perf_counter()
+            step([tr[i] for i in order[k:k + BATCH]])
+            steps.append(time.perf_counter() - ts)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    pe, pf = [], []
+    for k in range(0, len(va), 20):
+        items = va[k:k + 20]
+        out = model(to_dev(AtomicDataDict.batched_from_list(items)))
+        pe += out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().cpu().double().view(-1).tolist()
+        pf += [f.numpy() for f in torch.split(out[AtomicDataDict.FORCE_KEY].detach().cpu()
+                                              .double(), [len(d["pos"]) for d in items])]
+    e_rmse, f_rmse = rmse(pe, pf, val)
+    return {"code": "nequip 0.19.1", "n_parameters": sum(p.numel() for p in model.parameters()
+                                                        if p.requires_grad),
+            "structures_per_s": len(tr) * args.epochs / wall, "train_wall_s": wall,
+            "median_step_s": sorted(steps)[len(steps) // 2], "graph_build_s": graph_time,
+            "val_energy_rmse_meV_per_atom": 1e3 * e_rmse, "val_force_rmse_eV_per_A": f_rmse,
+            **peak_memory(device)}
+
+
+def average_neighbours(paths, r_max) -> float:
+    from vesin import NeighborList
+    import numpy as np
+    train, _ = load_frames(paths)
+    n_edges = n_atoms = 0
+    for a, _, _ in train:
+        i, = NeighborList(cutoff=r_max, full_list=True).compute(
+            a.positions, a.cell.array, bool(a.pbc.all()), quantities="i")
+        n_edges, n_atoms = n_edges + len(i), n_atoms + len(a)
+    return n_edges / n_atoms
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", nargs="+",
+                    default=sorted(glob.glob(str(ROOT / "results/demo/labels/snap_c/*.extxyz"))))
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nequip-python", default="/tmp/nequip-venv/bin/python")
+    ap.add_argument("--synthpre-python", default=sys.executable)
+    ap.add_argument("--worker", choices=["synthpre", "nequip"])
+    ap.add_argument("--avg-nn", type=float)
+    ap.add_argument("--json", help="write the results here too")
+    args = ap.parse_args()
+    if len(args.data) < 2:
+        sys.exit("need at least two extxyz files (trajectories): the last is validation")
+    if args.worker:
+        result = (run_synthpre if args.worker == "synthpre" else run_nequip)(args)
+        print("RESULT " + json.dumps(result))
+        return
+
+    avg_nn = average_neighbours(args.data, HYPER["r_max"])
+    common = ["--data", *args.data, "--epochs", str(args.epochs), "--threads",
+              str(args.threads), "--device", args.device, "--seed", str(args.seed),
+              "--avg-nn", repr(avg_nn)]
+    results = []
+    for name, python in (("synthpre", args.synthpre_python), ("nequip", args.nequip_python)):
+        proc = subprocess.run([python, __file__, "--worker", name, *common],
+                              capture_output=True, text=True)
+        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode or not lines:
+            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+            results.append({"code": name, "error": f"exit {proc.returncode}"})
+            continue
+        results.append(json.loads(lines[-1][len("RESULT "):]))
+        print(json.dumps(results[-1]), flush=True)
+    n_train = len(load_frames(args.data)[0])
+    summary = {"machine": machine(), "device": args.device, "threads": args.threads,
+               "epochs": args.epochs, "n_train": n_train, "avg_num_neighbors": avg_nn,
+               "results": results}
+    ok = [r for r in results if "error" not in r]
+    if len(ok) == 2:
+        summary["throughput_ratio_synthpre_over_nequip"] = (
+            ok[0]["structures_per_s"] / ok[1]["structures_per_s"])
+    print(json.dumps(summary, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
