@@ -12,6 +12,7 @@ from ase.md.verlet import VelocityVerlet
 
 from synthpre.calculator import SynthpreCalculator
 from synthpre.model import NequIP
+from synthpre.preemption import STOP_REQUESTED, Preempted, request_stop
 from synthpre.train import TrainConfig, evaluate_metrics, mean_neighbors, predict, train
 
 MORSE = {"epsilon": 1.0, "rho0": 4.0, "r0": 1.55, "rcut1": 2.6, "rcut2": 3.2}
@@ -89,6 +90,34 @@ def test_resume_is_exact(tmp_path):
     assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
     losses = [[h["train_loss"] for h in c["state"]["history"]] for c in (a, b)]
     assert losses[0] == losses[1]
+
+
+def test_preemption_mid_epoch_resumes_exactly(tmp_path):
+    """SLURM's warning signal mid-epoch: checkpoint after the current batch, stop, and a new
+    call continues from that batch to the same weights as an uninterrupted run."""
+    train_recs, val_recs = carbon_records(8, 6), carbon_records(2, 7)
+    cfg = TrainConfig(max_epochs=3, batch_size=2, val_batch_size=2)
+
+    def batches(epoch, stop_at=None):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_recs))
+        for k in range(0, 8, 2):
+            if (epoch, k // 2) == stop_at:
+                request_stop()  # as if SIGUSR1 arrived while this batch trains
+            yield [train_recs[i] for i in order[k:k + 2]]
+
+    train(tiny_model(train_recs), batches, val_recs, cfg, tmp_path / "straight")
+    with pytest.raises(Preempted, match="epoch 2 after batch 2"):
+        train(tiny_model(train_recs), lambda e: batches(e, stop_at=(2, 1)), val_recs, cfg,
+              tmp_path / "resumed")
+    STOP_REQUESTED.clear()
+    mid = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)["state"]
+    assert (mid["epoch"], mid["batches_done"]) == (1, 2)
+    train(tiny_model(train_recs, seed=7), batches, val_recs, cfg, tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
+            for d in ("straight", "resumed"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert [h["train_loss"] for h in a["state"]["history"]] == \
+        [h["train_loss"] for h in b["state"]["history"]]
 
 
 def test_streaming_source_matches_list(tmp_path):

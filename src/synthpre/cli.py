@@ -10,6 +10,11 @@ import json
 import sys
 from pathlib import Path
 
+from .preemption import Preempted
+
+
+PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job failed for now; a retry resumes it
+
 
 def _settings(text: str) -> dict:
     return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
@@ -199,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"synthpre {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Preempted as stop:
+        print(f"synthpre {args.command}: preempted, resumable: {stop}", file=sys.stderr)
+        return PREEMPTED_EXIT
     return 0
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import csv
 import io
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -32,6 +33,7 @@ from .atomic import atomic_path
 from .graph import Batch, build_graph, collate, concat
 from .model import NequIP, count_parameters
 from .modelfile import save_model
+from .preemption import STOP_REQUESTED, Preempted
 from .stats import neighbour_count
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_energy_rmse_per_atom", "val_force_rmse", "lr",
@@ -222,7 +224,7 @@ def train(model: NequIP,
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     state = {"epoch": 0, "ema_updates": 0, "best": math.inf, "best_epoch": 0,
              "ref": math.inf, "bad_epochs": 0, "done": False, "wall_time_s": 0.0,
-             "history": []}
+             "history": [], "batches_done": 0, "epoch_losses": []}
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # RNG stays on CPU
         model.load_state_dict(ckpt["model"])
@@ -239,16 +241,33 @@ def train(model: NequIP,
                    for k in range(0, len(val_graphs), cfg.val_batch_size)]
     meta = {**(meta or {}), "train_config": asdict(cfg)}
 
+    def checkpoint() -> None:
+        if rank == 0:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+
     while not state["done"] and state["epoch"] < cfg.max_epochs:
         start = time.perf_counter()
         epoch = state["epoch"] + 1
-        losses = []
-        for batch_graphs in _train_batches(train_data, epoch, cfg, graphs, graph_args):
+        batches = _train_batches(train_data, epoch, cfg, graphs, graph_args)
+        # A resumed epoch skips the batches it already trained on: same batches, same order.
+        for batch_graphs in itertools.islice(batches, state["batches_done"], None):
             optimizer.zero_grad(set_to_none=True)
-            losses.append(gradient_step(model, batch_graphs, cfg.energy_weight, device))
+            state["epoch_losses"].append(
+                gradient_step(model, batch_graphs, cfg.energy_weight, device))
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
             _update_ema(ema, model, n, cfg.ema_decay)
+            state["batches_done"] += 1
+            if STOP_REQUESTED.is_set():
+                state["wall_time_s"] += time.perf_counter() - start
+                checkpoint()
+                raise Preempted(f"stopped in epoch {epoch} after batch "
+                                f"{state['batches_done']}; checkpoint {ckpt_path}")
+        losses, state["epoch_losses"], state["batches_done"] = state["epoch_losses"], [], 0
 
         val = _metrics(val_records, _predict_batches(ema, val_batches, device))
         val_f = val["force_rmse"]
@@ -273,11 +292,7 @@ def train(model: NequIP,
             "lr": optimizer.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"]})
         if rank == 0:
             _write_metrics(out_dir / "metrics.csv", state["history"])
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+        checkpoint()
         if size > 1:
             dist.barrier()  # the files are complete before any rank reads them
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import signal
 from pathlib import Path
 
 from .atomic import atomic_path
@@ -18,6 +19,7 @@ from .modelfile import load_model, save_model
 from .realdata import training_subset
 from .shards import read_attrs, read_shard, shard_batches
 from .sharding import shard_paths
+from .preemption import request_stop
 from .train import TrainConfig, mean_neighbors, train
 
 MAX_VAL_STRUCTURES = 1000
@@ -43,6 +45,11 @@ def check_compatible(model: NequIP, init: str, species: list[str], r_max: float)
 def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
                  init: str | None = None) -> dict:
+    # SLURM sends SIGTERM at the time limit, and the signal asked for by the profile
+    # (--signal=USR1@<s>) before it: checkpoint at the next batch and stop; the retried job
+    # resumes from <model dir>/train/checkpoint.pt.
+    for signum in (signal.SIGUSR1, signal.SIGTERM):
+        signal.signal(signum, request_stop)
     cfg = train_config(settings, stage)
     model_cfg = dict(settings.get("model", {}))
     workdir = Path(out).parent / "train"
