@@ -217,3 +217,47 @@ def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_
             assert info["NumTasks"] == "2", info
     table = (tmp_path / "results/tiny/curves/learning_curve.csv").read_text()
     assert table.startswith("mode,labeller,n,") and "finetune,snap_c,3" in table
+
+
+@pytest.mark.slow
+def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_cluster,
+                                                                real_like_file):
+    """A training job that outlives its SLURM time limit checkpoints on SIGTERM, mid-epoch;
+    running the same command again (what Snakemake's retry does) continues from there."""
+    import json
+    import time
+
+    import torch
+
+    from synthpre.realdata import ingest
+
+    ingest(str(real_like_file), str(tmp_path / "real"), ["C"], [1], [6])
+    settings = {"elements": ["C"], "model": {"num_layers": 1, "num_features": 4, "num_basis": 4},
+                "train": {"max_epochs": 100000, "patience": 100000, "batch_size": 2}}
+    command = [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
+               json.dumps(settings), "--stage", "finetune", "--real-dir", str(tmp_path / "real"),
+               "--n", "6", "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")]
+    script = tmp_path / "job.sh"
+    script.write_text("#!/bin/bash\nexec " + " ".join(f"'{c}'" for c in command) + "\n")
+    script.chmod(0o755)
+    submitted = subprocess.run(["sbatch", "--parsable", "--time=1", "-p", "cpu",
+                                "-o", str(tmp_path / "slurm.out"), str(script)],
+                               capture_output=True, text=True, check=True)
+    jobid = submitted.stdout.strip().split(";")[0]
+    deadline = time.time() + 300
+    while scontrol_job(jobid)["JobState"] in ("PENDING", "RUNNING", "COMPLETING"):
+        assert time.time() < deadline, "the job outlived its time limit by minutes"
+        time.sleep(5)
+    assert scontrol_job(jobid)["JobState"] == "TIMEOUT"
+    assert "preempted, resumable: stopped in epoch" in (tmp_path / "slurm.out").read_text()
+    ckpt = tmp_path / "out" / "train" / "checkpoint.pt"
+    before = torch.load(ckpt, weights_only=True)["state"]
+    assert before["epoch"] >= 1 and not (tmp_path / "out" / "model.pt").exists()
+
+    settings["train"]["max_epochs"] = before["epoch"] + 2
+    command[command.index("--settings") + 1] = json.dumps(settings)
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    after = torch.load(ckpt, weights_only=True)["state"]
+    assert after["epoch"] == before["epoch"] + 2
+    assert after["history"][:before["epoch"]] == before["history"]  # continued, not restarted
+    assert (tmp_path / "out" / "model.pt").exists()
