@@ -13,14 +13,18 @@ import shutil
 import signal
 from pathlib import Path
 
+import numpy as np
+import torch
+from ase.data import atomic_numbers
+
 from .atomic import atomic_path
 from .model import NequIP
 from .modelfile import load_model, save_model
+from .preemption import request_stop
 from .realdata import training_subset
 from .shards import read_attrs, read_shard, shard_batches
 from .sharding import shard_paths
-from .preemption import request_stop
-from .train import TrainConfig, mean_neighbors, train
+from .train import TrainConfig, mean_neighbors, predict, train
 
 MAX_VAL_STRUCTURES = 1000
 
@@ -40,6 +44,21 @@ def check_compatible(model: NequIP, init: str, species: list[str], r_max: float)
     if abs(model.r_max - r_max) > 1e-9:
         raise ValueError(f"cannot fine-tune {init}: the model's cutoff r_max={model.r_max} Å "
                          f"differs from the config's model.r_max={r_max} Å")
+
+
+def refit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
+    """Move the per-species energy shift by the least-squares per-atom residual of the
+    pre-trained model on the fine-tuning data. Needed when the teacher's isolated-atom
+    reference is not physical (SNAP was never fitted to an isolated atom), so its relative
+    energies sit eV/atom away from the DFT ones; the paper's teachers share the reference and
+    keep the shift fixed at 0."""
+    counts = np.array([[np.sum(r["numbers"] == atomic_numbers[s]) for s in model.species]
+                       for r in records], dtype=float)
+    residual = np.array([r["energy"] - e for r, (e, _) in zip(records, predict(model, records))])
+    delta, *_ = np.linalg.lstsq(counts, residual, rcond=None)
+    with torch.no_grad():
+        model.shift += torch.as_tensor(delta, dtype=model.shift.dtype)
+    return {s: float(d) for s, d in zip(model.species, delta)}
 
 
 def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
@@ -77,6 +96,8 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         model, init_meta = load_model(init)
         check_compatible(model, init, species, model_cfg.get("r_max", model.r_max))
         source["init"] = init
+        if settings.get(stage, {}).get("refit_shift", False):
+            source["shift_change"] = refit_shift(model, train_data)
     else:
         model = NequIP.from_config({**model_cfg, "species": species,
                                     "avg_num_neighbors": avg_neighbours})
