@@ -155,3 +155,41 @@ def test_report_builds_with_learning_curves(tiny_run):
     html = (tiny_run / "report.html").read_text(errors="replace")
     for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv"):
         assert name in html, name
+
+
+@pytest.mark.slow
+def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
+    """real.source: dft:<structures> labels them with GPAW, one job per batch, and the real
+    data stage reads the batches in order; a rerun of a deleted batch reuses the cache."""
+    pytest.importorskip("gpaw")
+    from ase.build import bulk
+
+    from synthpre.dft import DFTSettings, compute_energy_forces, isolated_atom_energy
+    from synthpre.frames import write_frames
+
+    frames = []
+    for i in range(7):
+        atoms = bulk("C", "diamond", a=3.57)
+        atoms.positions[1] += [0.02 * i, 0.03, -0.01 * i]
+        frames.append(atoms)
+    write_frames(tmp_path / "structures.extxyz", frames)
+    dft = {"batch_size": 3, "settings": {"ecut_eV": 250}}
+    write_override(tmp_path, f"dft:{tmp_path / 'structures.extxyz'}", dft=dft,
+                   finetune={"n_train": [2], "seeds": [1]})
+    target = ("results/tiny/real/subsets.json",)
+    snakemake(tmp_path, "--cores", "2", targets=target)
+    batches = sorted((tmp_path / "results/tiny/dft").glob("batch*.extxyz"))
+    assert [b.name for b in batches] == ["batch0.extxyz", "batch1.extxyz", "batch2.extxyz"]
+    labelled = [a for b in batches for a in read_frames(b)]
+    assert len(labelled) == 7
+    settings = DFTSettings.from_config(dft["settings"])
+    e0 = isolated_atom_energy("C", settings)
+    energy, forces = compute_energy_forces(frames[4], settings)
+    assert labelled[4].info["energy"] == pytest.approx(energy - 2 * e0, abs=1e-6)
+    np.testing.assert_allclose(labelled[4].arrays["forces"], forces, atol=1e-6)
+    summary = json.loads((tmp_path / "results/tiny/real/subsets.json").read_text())
+    assert summary["n_test"] + summary["n_val"] + summary["n_pool"] == 7
+    assert summary["e0"]["C"] == pytest.approx(e0)
+    batches[1].unlink()
+    rerun = snakemake(tmp_path, "--cores", "1", targets=(str(batches[1].relative_to(tmp_path)),))
+    assert "cached" in (tmp_path / "results/tiny/logs/dft/batch1.log").read_text()

@@ -102,6 +102,22 @@ def cmd_fetch(args) -> None:
     print(f"fetched {fetch_dataset(args.dataset, args.out, args.root)} structures")
 
 
+def cmd_dft(args) -> None:
+    from .dft import DFTSettings, label_with_gpaw
+    from .frames import read_frames, write_frames
+
+    s = _settings(args.settings).get("dft", {})
+    size = s.get("batch_size", 20)
+    batch = read_frames(args.structures)[args.batch * size:(args.batch + 1) * size]
+    if not batch:
+        raise ValueError(f"{args.structures}: batch {args.batch} of {size} is empty")
+    selection = Path(args.cache_dir) / f"batch{args.batch}-structures.extxyz"
+    write_frames(selection, batch)
+    summary = label_with_gpaw(selection, args.out, DFTSettings.from_config(s.get("settings")),
+                              args.cache_dir, on_error="skip")
+    print(json.dumps(summary, default=str))
+
+
 def cmd_train(args) -> None:
     from .training_job import run_training
 
@@ -156,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("real", help="ingest a real data set: splits and nested subsets")
     p.add_argument("--settings", required=True)
-    p.add_argument("--source", required=True, help="extxyz file of the real data set")
+    p.add_argument("--source", required=True, nargs="+", help="extxyz file(s) of the real data")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_real)
 
@@ -165,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--root", required=True, help="load-atoms cache folder")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_fetch)
+
+    p = sub.add_parser("dft", help="label one batch of structures with GPAW (resumable)")
+    p.add_argument("--settings", required=True, help="JSON with a 'dft' section")
+    p.add_argument("--structures", required=True, help="extxyz of all structures")
+    p.add_argument("--batch", type=int, required=True, help="batch index (dft.batch_size each)")
+    p.add_argument("--cache-dir", required=True, help="finished structures, reused on rerun")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_dft)
 
     p = sub.add_parser("train", help="pre-train, fine-tune or train from scratch")
     p.add_argument("--settings", required=True)

@@ -14,6 +14,7 @@ from .teachers import get_teacher
 
 
 FETCH_PREFIX = "load-atoms:"
+DFT_PREFIX = "dft:"
 
 
 class ConfigError(ValueError):
@@ -24,6 +25,13 @@ def md_jobs(synthetic: dict) -> list[str]:
     """Job names of the MD fan-out: density x anneal temperature x replica."""
     return [f"d{d:g}-T{t:g}-r{r}" for d in synthetic["densities"]
             for t in synthetic["anneal_temperatures"] for r in range(synthetic["replicas"])]
+
+
+def count_frames(path: str) -> int:
+    """Structures in an extxyz file (to fan out one job per batch)."""
+    import ase.io
+
+    return sum(1 for _ in ase.io.iread(path, format="extxyz"))
 
 
 def parse_job(job: str) -> tuple[float, float, int]:
@@ -57,6 +65,7 @@ def check_config(config: dict) -> list[str]:
         except ValueError as err:
             raise ConfigError(f"config field 'synthetic.densities': {err}") from None
     source = config["real"]["source"]
-    if not source.startswith(FETCH_PREFIX) and not os.path.exists(source):
-        raise ConfigError(f"config field 'real.source': file {source} not found")
+    path = source.removeprefix(DFT_PREFIX)
+    if not source.startswith(FETCH_PREFIX) and not os.path.exists(path):
+        raise ConfigError(f"config field 'real.source': file {path} not found")
     return machine

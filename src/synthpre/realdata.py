@@ -26,31 +26,34 @@ def fit_e0(frames: list[Atoms], energies: np.ndarray, elements: list[str]) -> di
     return {s: float(c) for s, c in zip(elements, coef)}
 
 
-def load_real(path: str, elements: list[str], energy_key: str, forces_key: str,
+def load_real(paths: list[str], elements: list[str], energy_key: str, forces_key: str,
               config_type_key: str, split_key: str, e0, exclude_config_types: list[str]):
-    """Read and check a real data set; return (records, is_test flags or None, e0)."""
-    frames = read_frames(path)
-    if not frames:
-        raise ValueError(f"{path}: no structures")
-    for index, atoms in enumerate(frames):
+    """Read and check a real data set (one or more files, in order); return (records,
+    is_test flags or None, e0)."""
+    sources = [(path, index, atoms) for path in paths
+               for index, atoms in enumerate(read_frames(path))]
+    if not sources:
+        raise ValueError(f"{', '.join(paths)}: no structures")
+    for path, index, atoms in sources:
         unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
         if unknown:
             raise ValueError(f"{path}, structure {index}: element(s) {unknown} outside the "
                              f"model's set {elements} (config field 'elements')")
-    keep = [i for i, a in enumerate(frames)
-            if str(a.info.get(config_type_key, "")) not in set(exclude_config_types)]
+    sources = [s for s in sources
+               if str(s[2].info.get(config_type_key, "")) not in set(exclude_config_types)]
     records = []
-    for i in keep:
-        record = to_record(frames[i], path, i, energy_key, forces_key)
-        if config_type_key in frames[i].info:
-            record["config_type"] = str(frames[i].info[config_type_key])
+    for path, index, atoms in sources:
+        record = to_record(atoms, path, index, energy_key, forces_key)
+        if config_type_key in atoms.info:
+            record["config_type"] = str(atoms.info[config_type_key])
         records.append(record)
-    kept = [frames[i] for i in keep]
+    kept = [atoms for _, _, atoms in sources]
     if e0 == "file":
         e0 = {s: float(kept[0].info[f"e0_{s}"]) for s in elements if f"e0_{s}" in kept[0].info}
         missing = sorted({s for a in kept for s in a.get_chemical_symbols()} - set(e0))
         if missing:
-            raise ValueError(f"{path}: real.e0 is 'file' but structures carry no e0 for {missing}")
+            raise ValueError(f"{', '.join(paths)}: real.e0 is 'file' but structures carry no "
+                             f"e0 for {missing}")
     else:
         if e0 == "fit":
             e0 = fit_e0(kept, np.array([r["energy"] for r in records]), elements)
@@ -86,19 +89,20 @@ def nested_subsets(pool_size: int, seeds: list[int], sizes: list[int]) -> dict[s
     return {str(s): np.random.default_rng(s).permutation(pool_size).tolist() for s in seeds}
 
 
-def ingest(path: str, out_dir: str, elements: list[str], seeds: list[int], sizes: list[int],
-           energy_key="energy", forces_key="forces", config_type_key="config_type",
-           split_key="split", e0="file", exclude_config_types=(), test_fraction=0.2,
-           split_seed=0) -> dict:
-    records, is_test, e0 = load_real(path, elements, energy_key, forces_key, config_type_key,
+def ingest(path: str | list[str], out_dir: str, elements: list[str], seeds: list[int],
+           sizes: list[int], energy_key="energy", forces_key="forces",
+           config_type_key="config_type", split_key="split", e0="file",
+           exclude_config_types=(), test_fraction=0.2, split_seed=0) -> dict:
+    paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
+    records, is_test, e0 = load_real(paths, elements, energy_key, forces_key, config_type_key,
                                      split_key, e0, list(exclude_config_types))
     test, val, pool = make_splits(len(records), is_test, test_fraction, split_seed)
     subsets = nested_subsets(len(pool), seeds, sizes)
     out = Path(out_dir)
-    attrs = {"e0_json": json.dumps(e0), "source": str(path)}
+    attrs = {"e0_json": json.dumps(e0), "source": json.dumps(paths)}
     for name, idx in (("test", test), ("val", val), ("pool", pool)):
         write_shard(out / f"{name}.h5", [records[i] for i in idx], attrs)
-    summary = {"source": str(path), "e0": e0, "n_test": len(test), "n_val": len(val),
+    summary = {"source": paths, "e0": e0, "n_test": len(test), "n_val": len(val),
                "n_pool": len(pool), "subsets": subsets}
     write_json(out / "subsets.json", summary)
     return summary
