@@ -261,3 +261,24 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
     assert after["epoch"] == before["epoch"] + 2
     assert after["history"][:before["epoch"]] == before["history"]  # continued, not restarted
     assert (tmp_path / "out" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    (["--set-resources", "pretrain:slurm_partition=gpu", "pretrain:mem_mb=64000"],
+     "rule pretrain: resource mem_mb=64000 exceeds the 8000 MB of memory of partition 'gpu'"),
+    (["--set-resources", "pretrain:slurm_partition=gpu", "pretrain:gpu=4"],
+     "rule pretrain: resource gpu=4 exceeds the 1 GPUs of partition 'gpu'"),
+    (["--default-resources", "slurm_partition=bigmem", "mem_mb=1000"],
+     "resource slurm_partition='bigmem' is not a partition of this cluster"),
+])
+def test_unsatisfiable_profile_resource_is_named_before_submission(tmp_path, slurm_cluster,
+                                                                    real_like_file, override,
+                                                                    message):
+    (tmp_path / "override.yaml").write_text(f"real: {{source: {real_like_file}}}\n")
+    proc = run_snakemake_on_slurm(
+        tmp_path, REPO / "Snakefile", None,
+        ["--configfile", str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
+         str(tmp_path / "override.yaml"), *override], check=False, timeout=300)
+    assert proc.returncode != 0
+    assert message in proc.stdout, proc.stdout[-3000:]
+    assert "SLURM jobid" not in proc.stdout  # nothing was submitted

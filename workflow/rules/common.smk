@@ -10,6 +10,13 @@ if workflow.is_main_process:
 onstart:
     if MACHINE_PROBLEMS:
         raise ConfigError("\n".join(MACHINE_PROBLEMS))
+    if workflow.executor_plugin is not None and workflow.executor_plugin.name == "slurm":
+        from synthpre.cluster_check import check_resources, slurm_partitions
+
+        jobs = [(job.rule.name, dict(job.resources.items())) for job in workflow.dag.needrun_jobs()]
+        too_big = check_resources(jobs, slurm_partitions())
+        if too_big:
+            raise ConfigError("profile resources this SLURM cannot satisfy:\n" + "\n".join(too_big))
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
