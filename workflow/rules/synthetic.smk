@@ -1,10 +1,14 @@
 # Synthetic data: teacher MD (fan-out over density x anneal temperature x replica),
 # labelling by each labeller, and shards per labeller.
 
-def mpi_prefix(resources):
-    """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher)."""
+from synthpre.teachers import get_teacher
+
+
+def mpi_prefix(resources, potential):
+    """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
+    An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""
     tasks = int(getattr(resources, "tasks", 1) or 1)
-    if tasks <= 1:
+    if tasks <= 1 or get_teacher(potential, config.get("teachers")).is_ase:
         return ""
     return f"{getattr(resources, 'mpi', None) or 'mpiexec'} -n {tasks} "
 
@@ -22,7 +26,7 @@ rule md:
         settings=lambda w: settings("synthetic", "teachers", "elements"),
         # MPI ranks: resources tasks > 1 (profiles set them) prefix the command with the MPI
         # launcher (resource "mpi", default mpiexec; "srun" on SLURM); one rank runs plain.
-        mpi=lambda w, resources: mpi_prefix(resources),
+        mpi=lambda w, resources: mpi_prefix(resources, w.teacher),
     log:
         RESULTS + "/logs/md/{teacher}/{job}.log",
     shell:
@@ -38,7 +42,7 @@ rule label:
         RESULTS + "/labels/{labeller}/{job}.extxyz",
     params:
         settings=lambda w: settings("teachers"),
-        mpi=lambda w, resources: mpi_prefix(resources),
+        mpi=lambda w, resources: mpi_prefix(resources, w.labeller),
     log:
         RESULTS + "/logs/label/{labeller}/{job}.log",
     shell:
