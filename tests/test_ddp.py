@@ -80,3 +80,40 @@ def test_ddp_training_equals_single_process(tmp_path):
         for name in a[key]:
             np.testing.assert_allclose(b[key][name].numpy(), a[key][name].numpy(),
                                        rtol=1e-9, atol=1e-12, err_msg=f"{key} {name}")
+
+
+def test_torchrun_cli_pretraining_matches_one_process(tmp_path):
+    """`torchrun --nproc_per_node=2 synthpre train` (what the pretrain rule runs for gpu: 2)
+    joins the ranks itself and ends with the weights of a one-process run."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import make_real_like
+    from synthpre.frames import write_frames
+    from synthpre.sharding import build_shards
+
+    frames = make_real_like(tmp_path / "frames.extxyz", n_traj=2, n_atoms=8)
+    files = []
+    for k in range(2):
+        path = tmp_path / f"t{k}.extxyz"
+        write_frames(path, [a for a in frames if a.info["traj_id"] == f"t{k}"])
+        files.append(str(path))
+    build_shards(files, [], str(tmp_path / "shards"), 0.0, 1e9, 0.5, 0, 4, 4.0)
+    settings = json.dumps({"elements": ["C"], "model": {"num_layers": 1, "num_features": 4,
+                                                         "num_basis": 4, "dtype": "float64"},
+                           "train": {"max_epochs": 2, "batch_size": 4}})
+    synthpre = str(Path(sys.executable).parent / "synthpre")
+    args = ["train", "--settings", settings, "--stage", "pretrain", "--manifest",
+            str(tmp_path / "shards" / "manifest.json")]
+    subprocess.run([synthpre, *args, "--out", str(tmp_path / "one" / "model.pt")], check=True,
+                   capture_output=True, timeout=300)
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", synthpre, *args, "--out",
+                    str(tmp_path / "two" / "model.pt")], check=True, capture_output=True,
+                   timeout=300)
+    one, two = (torch.load(tmp_path / d / "model.pt", weights_only=True)["state_dict"]
+                for d in ("one", "two"))
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-9, atol=1e-12)

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import signal
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from ase.data import atomic_numbers
 
 from .atomic import atomic_path
@@ -24,7 +26,7 @@ from .preemption import request_stop
 from .realdata import training_subset
 from .shards import read_attrs, read_shard, shard_batches
 from .sharding import shard_paths
-from .train import TrainConfig, mean_neighbors, predict, train
+from .train import TrainConfig, mean_neighbors, predict, train, world
 
 MAX_VAL_STRUCTURES = 1000
 
@@ -44,6 +46,19 @@ def check_compatible(model: NequIP, init: str, species: list[str], r_max: float)
     if abs(model.r_max - r_max) > 1e-9:
         raise ValueError(f"cannot fine-tune {init}: the model's cutoff r_max={model.r_max} Å "
                          f"differs from the config's model.r_max={r_max} Å")
+
+
+def join_ranks_and_pick_device() -> str:
+    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group: NCCL with one GPU per rank
+    where there are GPUs, gloo on CPUs. Returns this rank's device."""
+    cuda = torch.cuda.is_available()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    if cuda:
+        torch.cuda.set_device(local_rank)
+        return f"cuda:{local_rank}"
+    return "cpu"
 
 
 def refit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
@@ -69,7 +84,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
     # resumes from <model dir>/train/checkpoint.pt.
     for signum in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(signum, request_stop)
-    cfg = train_config(settings, stage)
+    cfg = dataclasses.replace(train_config(settings, stage), device=join_ranks_and_pick_device())
     model_cfg = dict(settings.get("model", {}))
     workdir = Path(out).parent / "train"
     species = list(settings["elements"])
@@ -99,15 +114,17 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         if settings.get(stage, {}).get("refit_shift", False):
             source["shift_change"] = refit_shift(model, train_data)
     else:
+        torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
         model = NequIP.from_config({**model_cfg, "species": species,
                                     "avg_num_neighbors": avg_neighbours})
     summary = train(model, train_data, val, cfg, workdir,
                     meta={"e0": e0, "stage": stage, **source})
     history = summary.pop("history")
     meta = {"e0": e0, "stage": stage, **source, **summary}
-    save_model(workdir / "final.pt", model, meta)
-    with atomic_path(out) as tmp:
-        shutil.copyfile(workdir / "final.pt", tmp)
-    print(json.dumps({k: v for k, v in meta.items()}, default=str))
-    print(f"epochs: {len(history)}")
+    if world()[0] == 0:
+        save_model(workdir / "final.pt", model, meta)
+        with atomic_path(out) as tmp:
+            shutil.copyfile(workdir / "final.pt", tmp)
+        print(json.dumps(meta, default=str))
+        print(f"epochs: {len(history)}")
     return meta

@@ -2,6 +2,12 @@
 # pre-trained model and, as the baseline, train the same model from scratch.
 
 
+def data_parallel(resources):
+    """Several GPUs for one job: one torchrun rank per GPU (synthpre joins the ranks)."""
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    return f"torchrun --standalone --nproc_per_node={gpus} " if gpus > 1 else ""
+
+
 rule pretrain:
     input:
         manifest=RESULTS + "/shards/{labeller}/manifest.json",
@@ -9,10 +15,11 @@ rule pretrain:
         model=RESULTS + "/pretrain/{labeller}/model.pt",
     params:
         settings=lambda w: settings("elements", "model", "train", "pretrain"),
+        launch=lambda w, resources: data_parallel(resources),
     log:
         RESULTS + "/logs/pretrain/{labeller}.log",
     shell:
-        "synthpre train --settings {params.settings:q} --stage pretrain "
+        "{params.launch}$(command -v synthpre) train --settings {params.settings:q} --stage pretrain "
         "--manifest {input.manifest} --out {output.model} > {log} 2>&1"
 
 
