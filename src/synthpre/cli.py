@@ -12,7 +12,6 @@ from pathlib import Path
 
 from .preemption import Preempted
 
-
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job failed for now; a retry resumes it
 
 
@@ -23,7 +22,7 @@ def _settings(text: str) -> dict:
 def cmd_md(args) -> None:
     """One trajectory; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
     from .atomic import write_json
-    from .config_check import parse_job
+    from .config_check import job_seed, parse_job
     from .frames import write_frames
     from .lammps_system import mpi_rank, omp_args
     from .md import Protocol, run_trajectory
@@ -31,9 +30,9 @@ def cmd_md(args) -> None:
 
     s = _settings(args.settings)
     syn = s["synthetic"]
-    density, anneal_t, replica = parse_job(args.job)
+    density, anneal_t, _ = parse_job(args.job)
     teacher = get_teacher(args.teacher, s.get("teachers"))
-    seed = syn.get("seed", 0) * 1_000_003 + hash_job(args.job)
+    seed = job_seed(args.job, syn.get("seed", 0))
     result = run_trajectory(teacher, {s["elements"][0]: syn["n_atoms"]}, density, anneal_t,
                             Protocol.from_config(syn["protocol"]), seed,
                             traj_id=f"{teacher.name}/{args.job}",
@@ -48,11 +47,6 @@ def cmd_md(args) -> None:
                                  "atom_steps_per_s": result.atom_steps_per_s, "seed": seed})
     print(f"{args.job}: {len(result.frames)} frames, {result.atom_steps_per_s:.0f} atom-steps/s, "
           f"failure: {result.failure}")
-
-
-def hash_job(job: str) -> int:
-    import zlib
-    return zlib.crc32(job.encode()) % 1_000_000
 
 
 def cmd_label(args) -> None:

@@ -8,6 +8,7 @@ cluster's LAMMPS build or data, and still stops before any job is submitted."""
 from __future__ import annotations
 
 import os
+import zlib
 
 from .cells import check_packing
 from .teachers import get_teacher
@@ -25,6 +26,11 @@ def md_jobs(synthetic: dict) -> list[str]:
     """Job names of the MD fan-out: density x anneal temperature x replica."""
     return [f"d{d:g}-T{t:g}-r{r}" for d in synthetic["densities"]
             for t in synthetic["anneal_temperatures"] for r in range(synthetic["replicas"])]
+
+
+def job_seed(job: str, base_seed: int) -> int:
+    """A trajectory's seed: fixed by its name and the config's seed, so reruns repeat it."""
+    return base_seed * 1_000_003 + zlib.crc32(job.encode()) % 1_000_000
 
 
 def count_frames(path: str) -> int:
