@@ -11,8 +11,11 @@ The convolution is e3nn's ``TensorProduct`` (kept as ``Interaction.tp`` for its 
 normalisation and state-dict keys) evaluated by hand: per input irrep block, the Wigner-3j
 coupling of all its paths is contracted with the edge harmonics once, neighbour features are
 gathered in an (edge, component, channel) layout and combined by one batched matmul, weighted
-and summed with ``index_add_``. Same function to float64 rounding, any l_max; at the paper's
-size a training step (fwd + forces + bwd) is ~2x faster on one CPU core (docs/benchmarks.md).
+and summed with ``index_add_``. Same function to float64 rounding, any l_max. The per-edge
+part is a custom autograd Function whose backward is again a Function with a hand-written
+backward (the second derivative training needs for force losses): neither saves per-edge
+products, they recompute them, so a training step keeps ~3x fewer bytes per edge alive
+than autograd of the plain ops did, and is no slower (docs/benchmarks.md, issue 4).
 
 Parameter count at the paper's settings (species ["C"], r_max 4, 4 layers, 32 features,
 l_max 1, parity, 8 Bessel functions) with NequIP 0.5.6's radial MLP of one hidden layer of
@@ -70,6 +73,108 @@ def polynomial_cutoff(r: torch.Tensor, r_max: float, p: int = 6) -> torch.Tensor
 def _path_exists(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, ir_out: o3.Irrep) -> bool:
     return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in for _, ir2 in irreps_edge)
 
+
+def _yx(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """t[e, c, u] = sum_i y[e, c, i] x[e, i, u]: (E, D, d) x (E, d, u) -> (E, D, u)."""
+    if y.shape[2] == 1:  # a matmul with inner size 1 is slow on CPU: broadcast instead
+        return y * x
+    return torch.bmm(y, x)
+
+
+def _ytg(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """sum_c y[e, c, i] g[e, c, u]: (E, D, d) x (E, D, u) -> (E, d, u)."""
+    if y.shape[2] == 1:
+        return (y * g).sum(1, keepdim=True)
+    return torch.bmm(y.transpose(1, 2), g)
+
+
+class _EdgeConv(torch.autograd.Function):
+    """out[n, c, u] = sum_{e: centre(e) = n} w[e, c, u] sum_i y[e, c, i] x[e, i, u].
+
+    x (E, d_in, u): neighbour features per edge; y (E, D, d_in): edge harmonics times the
+    coupling; w (E, D, u): radial weights per output column. Only the inputs are saved (no
+    (E, D, u) product), and the backward is itself a Function (``_EdgeConvBackward``) that
+    saves only its inputs too, so the force pass (create_graph) keeps no per-edge
+    intermediates for the parameter gradients: they are recomputed, which is cheaper on CPU
+    than writing and reading them back.
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, w, centre, n_nodes: int):
+        ctx.set_materialize_grads(False)
+        msg = _yx(y, x).mul_(w)                                                 # (E, D, u)
+        out = torch.zeros(n_nodes, msg.shape[1], msg.shape[2], dtype=msg.dtype,
+                          device=msg.device)
+        out.index_add_(0, centre, msg)
+        ctx.save_for_backward(x, y, w, centre)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        if grad is None:
+            return None, None, None, None, None
+        x, y, w, centre = ctx.saved_tensors
+        # y (edge harmonics x coupling) depends on the geometry only: its second-order
+        # gradient could only reach the positions / strain leaves made inside
+        # ``NequIP.forward``, which nobody can read, so the force pass treats it as constant
+        gx, gy, gw = _EdgeConvBackward.apply(grad.contiguous(), x, y.detach(), w, centre)
+        return gx, gy, gw, None, None
+
+
+class _EdgeConvBackward(torch.autograd.Function):
+    """(dx, dy, dw) of ``_EdgeConv`` given its output gradient G; differentiable in G, x
+    and w (not y: see ``_EdgeConv.backward``)."""
+
+    @staticmethod
+    def forward(ctx, grad, x, y, w, centre):
+        ctx.set_materialize_grads(False)
+        gm = grad.index_select(0, centre)                                       # (E, D, u)
+        gmw = gm * w
+        gx = _ytg(y, gmw)                                                       # (E, d_in, u)
+        gy = torch.bmm(gmw, x.transpose(1, 2))                                  # (E, D, d_in)
+        gw = gm.mul_(_yx(y, x))                                                 # (E, D, u)
+        ctx.save_for_backward(grad, x, y, w, centre)
+        return gx, gy, gw
+
+    @staticmethod
+    def backward(ctx, a, b, g):
+        """a, b, g: gradients w.r.t. (dx, dy, dw); returns those w.r.t. (G, x, y, w).
+
+        For d_in = 3, pairs of batched products are fused into one (concatenated along the
+        inner dimension): one larger matmul is much cheaper on CPU than two thin ones.
+        """
+        grad, x, y, w, centre = ctx.saved_tensors
+        need_g, need_x, _, need_w = ctx.needs_input_grad[:4]
+        gm = grad.index_select(0, centre)                                       # (E, D, u)
+        d_in = x.shape[1]
+        # s[e, c, u] = sum_i y[e, c, i] a[e, i, u] + b[e, c, i] x[e, i, u]
+        pairs = [(m, n) for m, n in ((y, a), (b, x)) if m is not None and n is not None]
+        if not pairs:
+            s = None
+        elif d_in == 1:
+            s = pairs[0][0] * pairs[0][1]
+            if len(pairs) == 2:
+                s.addcmul_(pairs[1][0], pairs[1][1])
+        else:
+            s = torch.bmm(torch.cat([m for m, _ in pairs], 2),
+                          torch.cat([n for _, n in pairs], 1))
+        d_grad = d_x = d_w = None
+        if need_g and (s is not None or g is not None):
+            dgm = s * w if s is not None else None
+            if g is not None:
+                t = _yx(y, x).mul_(g)
+                dgm = t if dgm is None else dgm.add_(t)
+            d_grad = torch.zeros_like(grad).index_add_(0, centre, dgm)
+        if need_w and s is not None:
+            d_w = s.mul_(gm)
+        if need_x and (b is not None or g is not None):  # b^T (G w) + y^T (g G)
+            if b is not None and g is not None:  # (mul into out= slices is 10x slower)
+                d_x = _ytg(torch.cat([b, y], 1), torch.cat([gm * w, gm.mul_(g)], 1))
+            elif b is not None:
+                d_x = _ytg(b, gm.mul_(w))
+            else:
+                d_x = _ytg(y, gm.mul_(g))
+        return d_grad, d_x, None, d_w, None
 
 class Interaction(nn.Module):
     """Self-connection + convolution + gate, as one NequIP ConvNetLayer."""
@@ -139,17 +244,24 @@ class Interaction(nn.Module):
                 start += ir_out.dim
                 self.path_order.append(k)
             n = len(self.blocks)
-            self.register_buffer(f"coupling_{n}", coupling.reshape(irreps_sh.dim, -1),
+            # laid out so that edge_sh @ coupling is (E, width, d_in) contiguous: the
+            # per-edge (width x d_in) @ (d_in x u) products are 2x faster than transposed
+            self.register_buffer(f"coupling_{n}",
+                                 coupling.transpose(1, 2).reshape(irreps_sh.dim, -1),
                                  persistent=False)
-            self.register_buffer(f"col_path_{n}", torch.tensor(col_path), persistent=False)
+            # radial MLP output k*mul:(k+1)*mul is instruction k's weight (as in e3nn):
+            # output column c of this block, channel v reads weight k(path(c)) * mul + v
+            w_cols = [paths[p][0] * mul + v for p in col_path for v in range(mul)]
+            self.register_buffer(f"w_cols_{n}", torch.tensor(w_cols), persistent=False)
             self.blocks.append((sl, mul, ir_in.dim, width, cols, len(paths)))
         # radial MLP output k*mul:(k+1)*mul is instruction k's weight (as in e3nn); the
         # instructions are listed input block by input block, so the blocks split it in order
         assert self.path_order == list(range(len(self.tp.instructions)))
+        assert len({b[1] for b in self.blocks}) == 1  # one multiplicity: weight k at k*mul
         self.mid_dims = [mul * ir.dim for mul, ir in mid]
 
     def convolution(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
-                    weights: torch.Tensor) -> torch.Tensor:
+                    edge_radial: torch.Tensor) -> torch.Tensor:
         """sum over edges of uvu(h[neighbour], edge_sh; weights), in ``mid`` layout (N, dim).
 
         Edge tensors are laid out (E, component, channel): the channel (32) is the innermost,
@@ -158,23 +270,22 @@ class Interaction(nn.Module):
         """
         centre, neighbour = edge_index
         n_nodes, n_edges = h.shape[0], edge_sh.shape[0]
-        # split (not sliced) per block: its backward is one cat, not a zero-filled copy each
-        w_blocks = torch.split(weights, [b[1] * b[5] for b in self.blocks], 1)
+        *layers, last = self.radial  # e3nn FullyConnectedNet: _Layers, the last linear
+        hidden = edge_radial
+        for layer in layers:
+            hidden = layer(hidden)
+        last_weight = last.weight / (last.h_in * last.var_in / last.var_out) ** 0.5
         mid_parts: list = [None] * len(self.mid_dims)
-        for n, ((sl, u, d_in, width, cols, _), w) in enumerate(zip(self.blocks, w_blocks)):
-            yc = (edge_sh @ getattr(self, f"coupling_{n}")).view(n_edges, d_in, width)
+        for n, (sl, u, d_in, width, cols, _) in enumerate(self.blocks):
+            # radial weights straight in the (E, width, u) per-column layout: the last
+            # layer's weight columns are repeated per output component (a small gather on
+            # the parameter instead of a per-edge one)
+            w = (hidden @ last_weight.index_select(1, getattr(self, f"w_cols_{n}"))
+                 ).view(n_edges, width, u)
+            y = (edge_sh @ getattr(self, f"coupling_{n}")).view(n_edges, width, d_in)
             x = h[:, sl].reshape(n_nodes, u, d_in).transpose(1, 2).contiguous()
             x = x.index_select(0, neighbour)                                  # (E, d_in, u)
-            # t[e, c, u] = sum_i yc[e, i, c] x[e, i, u]: one batched matmul (forward and
-            # backward), several times faster on CPU than d_in broadcast multiply-adds
-            if d_in == 1:  # a matmul with inner size 1 is slow: broadcast instead
-                t = yc.view(n_edges, width, 1) * x                            # (E, D, u)
-            else:
-                t = torch.bmm(yc.transpose(1, 2), x)                          # (E, D, u)
-            w = w.view(n_edges, -1, u).index_select(1, getattr(self, f"col_path_{n}"))
-            msg = t * w                                                       # (E, D, u)
-            acc = torch.zeros(n_nodes, width, u, dtype=msg.dtype, device=msg.device)
-            acc.index_add_(0, centre, msg)
+            acc = _EdgeConv.apply(x, y, w, centre, n_nodes)
             for i_out, cs in cols:
                 mid_parts[i_out] = acc[:, cs].transpose(1, 2).reshape(n_nodes, -1)
         return torch.cat(mid_parts, dim=1)
@@ -182,7 +293,7 @@ class Interaction(nn.Module):
     def forward(self, x, edge_index, edge_sh, edge_radial):
         sc = self.self_connection(x)
         h = self.linear_1(x)
-        h = self.convolution(h, edge_index, edge_sh, self.radial(edge_radial)) * self.norm
+        h = self.convolution(h, edge_index, edge_sh, edge_radial) * self.norm
         out = self.gate(self.linear_2(h) + sc)
         return x + out if self.residual else out
 
