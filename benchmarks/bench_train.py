@@ -72,6 +72,41 @@ def rmse(pred_e, pred_f, data):
     return float(np.sqrt(np.mean(de**2))), float(np.sqrt(np.mean(df**2)))
 
 
+def timed_epochs(step, train_items, args, device) -> dict:
+    """One untimed warm-up step (allocator, lazy init), then the timed epochs: the same
+    batches in the same order for both codes."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step(train_items[:BATCH])
+    sync()
+    t0, c0, steps, cpu_steps = time.perf_counter(), time.process_time(), [], []
+    for epoch in range(1, args.epochs + 1):
+        order = epoch_order(len(train_items), args.seed, epoch)
+        for k in range(0, len(order), BATCH):
+            ts, cs = time.perf_counter(), time.process_time()
+            step([train_items[i] for i in order[k:k + BATCH]])
+            steps.append(time.perf_counter() - ts)
+            cpu_steps.append(time.process_time() - cs)
+    sync()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    n = len(train_items) * args.epochs
+    return {"structures_per_s": n / wall, "train_wall_s": wall,
+            "median_step_s": sorted(steps)[len(steps) // 2],
+            "structures_per_cpu_s": n / cpu, "train_cpu_s": cpu,
+            "median_step_cpu_s": sorted(cpu_steps)[len(cpu_steps) // 2]}
+
+
+def result(code, n_parameters, timing, graph_time, pred_e, pred_f, val, device) -> dict:
+    e_rmse, f_rmse = rmse(pred_e, pred_f, val)
+    return {"code": code, "n_parameters": n_parameters, **timing, "graph_build_s": graph_time,
+            "val_energy_rmse_meV_per_atom": 1e3 * e_rmse, "val_force_rmse_eV_per_A": f_rmse,
+            **peak_memory(device)}
+
+
 def run_synthpre(args) -> dict:
     import torch
     sys.path.insert(0, str(ROOT / "src"))
@@ -100,34 +135,14 @@ def run_synthpre(args) -> dict:
         opt.step()
         return loss.item()
 
-    step(concat(tr[:BATCH]))  # warm-up (allocator, lazy init), not timed
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0, c0, steps, cpu_steps = time.perf_counter(), time.process_time(), [], []
-    for epoch in range(1, args.epochs + 1):
-        order = epoch_order(len(tr), args.seed, epoch)
-        for k in range(0, len(order), BATCH):
-            ts, cs = time.perf_counter(), time.process_time()
-            step(concat([tr[i] for i in order[k:k + BATCH]]))
-            steps.append(time.perf_counter() - ts)
-            cpu_steps.append(time.process_time() - cs)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    timing = timed_epochs(lambda items: step(concat(items)), tr, args, device)
     pe, pf = [], []
     for k in range(0, len(va), 20):
         out = model(concat(va[k:k + 20]).to(device))
         pe += out["energy"].detach().cpu().double().tolist()
         n = [g.positions.shape[0] for g in va[k:k + 20]]
         pf += [f.numpy() for f in torch.split(out["forces"].detach().cpu().double(), n)]
-    e_rmse, f_rmse = rmse(pe, pf, val)
-    return {"code": "synthpre", "n_parameters": count_parameters(model),
-            "structures_per_s": len(tr) * args.epochs / wall, "train_wall_s": wall,
-            "median_step_s": sorted(steps)[len(steps) // 2], "graph_build_s": graph_time,
-            "structures_per_cpu_s": len(tr) * args.epochs / cpu, "train_cpu_s": cpu,
-            "median_step_cpu_s": sorted(cpu_steps)[len(cpu_steps) // 2],
-            "val_energy_rmse_meV_per_atom": 1e3 * e_rmse, "val_force_rmse_eV_per_A": f_rmse,
-            **peak_memory(device)}
+    return result("synthpre", count_parameters(model), timing, graph_time, pe, pf, val, device)
 
 
 def run_nequip(args) -> dict:
@@ -180,20 +195,7 @@ def run_nequip(args) -> dict:
         opt.step()
         return loss.item()
 
-    step(tr[:BATCH])
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0, c0, steps, cpu_steps = time.perf_counter(), time.process_time(), [], []
-    for epoch in range(1, args.epochs + 1):
-        order = epoch_order(len(tr), args.seed, epoch)
-        for k in range(0, len(order), BATCH):
-            ts, cs = time.perf_counter(), time.process_time()
-            step([tr[i] for i in order[k:k + BATCH]])
-            steps.append(time.perf_counter() - ts)
-            cpu_steps.append(time.process_time() - cs)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    timing = timed_epochs(step, tr, args, device)
     pe, pf = [], []
     for k in range(0, len(va), 20):
         items = va[k:k + 20]
@@ -201,15 +203,8 @@ def run_nequip(args) -> dict:
         pe += out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().cpu().double().view(-1).tolist()
         pf += [f.numpy() for f in torch.split(out[AtomicDataDict.FORCE_KEY].detach().cpu()
                                               .double(), [len(d["pos"]) for d in items])]
-    e_rmse, f_rmse = rmse(pe, pf, val)
-    return {"code": "nequip 0.19.1", "n_parameters": sum(p.numel() for p in model.parameters()
-                                                        if p.requires_grad),
-            "structures_per_s": len(tr) * args.epochs / wall, "train_wall_s": wall,
-            "median_step_s": sorted(steps)[len(steps) // 2], "graph_build_s": graph_time,
-            "structures_per_cpu_s": len(tr) * args.epochs / cpu, "train_cpu_s": cpu,
-            "median_step_cpu_s": sorted(cpu_steps)[len(cpu_steps) // 2],
-            "val_energy_rmse_meV_per_atom": 1e3 * e_rmse, "val_force_rmse_eV_per_A": f_rmse,
-            **peak_memory(device)}
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return result("nequip 0.19.1", n_params, timing, graph_time, pe, pf, val, device)
 
 
 def average_neighbours(paths, r_max) -> float:
