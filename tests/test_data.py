@@ -148,3 +148,20 @@ def test_fetch_through_load_atoms_reads_a_local_file(real_like_file, tmp_path):
         assert a.info["energy"] == pytest.approx(b.info["energy"])
         assert np.allclose(a.arrays["forces"], b.arrays["forces"])
         assert a.info["config_type"] == b.info["config_type"]
+
+
+def test_committed_demo_dft_set_is_physically_sane():
+    """The ranges docs/demo-data.md promises for data/demo/carbon-dft.extxyz."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "data" / "demo" / "carbon-dft.extxyz"
+    frames = read_frames(path)
+    assert len(frames) == 160 and all(len(a) == 32 for a in frames)
+    assert {a.info["config_type"] for a in frames} == {"quench", "anneal"}
+    assert all(a.info["labeller"] == "gpaw" for a in frames)
+    assert all(a.info["e0_C"] == pytest.approx(-0.367598, abs=1e-6) for a in frames)
+    per_atom = np.array([a.info["energy"] / len(a) for a in frames])
+    assert -9.0 < per_atom.min() and per_atom.max() < -6.5
+    forces = np.concatenate([a.arrays["forces"] for a in frames])
+    assert 1.0 < np.sqrt(np.mean(forces**2)) < 5.0 and np.abs(forces).max() < 30.0
+    assert max(np.abs(a.arrays["forces"].sum(axis=0)).max() for a in frames) < 0.1
