@@ -8,32 +8,17 @@ frame (no LAMMPS; under mpiexec each rank repeats the same work, so run it on on
 """
 from __future__ import annotations
 
-import numpy as np
 from ase import Atoms
 
 from .frames import set_labels
-from .lammps_system import LammpsSystem
+from .lammps_system import isolated_atom_energy, single_point
 from .teachers import Teacher
 
 
 def isolated_atom_energies(teacher: Teacher, elements: list[str], calculator=None,
                            lammps_args: tuple[str, ...] = ()) -> dict[str, float]:
-    """E0 per element: one atom alone in a periodic 20 Å cube."""
-    return {s: _single_point(Atoms(s, positions=[[0, 0, 0]], cell=[20.0] * 3, pbc=True),
-                             teacher, calculator, lammps_args)[0] for s in elements}
-
-
-def _single_point(atoms: Atoms, teacher: Teacher, calculator,
-                  lammps_args: tuple[str, ...]) -> tuple[float, np.ndarray]:
-    if calculator is not None:
-        probe = atoms.copy()
-        probe.calc = calculator
-        return float(probe.get_potential_energy()), np.array(probe.get_forces(), dtype=float)
-    system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
-    try:
-        return system.single_point()
-    finally:
-        system.close()
+    return {s: isolated_atom_energy(s, teacher, calculator=calculator, lammps_args=lammps_args)
+            for s in elements}
 
 
 def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | None = None,
@@ -44,7 +29,7 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
     e0 = e0 or isolated_atom_energies(labeller, elements, calculator, lammps_args)
     labelled = []
     for atoms in frames:
-        energy, forces = _single_point(atoms, labeller, calculator, lammps_args)
+        energy, forces = single_point(atoms, labeller, calculator, lammps_args)
         out = atoms.copy()
         set_labels(out, energy - sum(e0[s] for s in atoms.get_chemical_symbols()), forces)
         out.info["labeller"] = labeller.name

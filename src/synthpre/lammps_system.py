@@ -145,25 +145,28 @@ def omp_args(threads: int | None) -> tuple[str, ...]:
     return ("-sf", "omp", "-pk", "omp", str(threads)) if threads > 1 else ()
 
 
-def single_point(atoms: Atoms, teacher: Teacher) -> tuple[float, np.ndarray]:
+def single_point(atoms: Atoms, teacher: Teacher, calculator=None,
+                 lammps_args: tuple[str, ...] = ()) -> tuple[float, np.ndarray]:
     """Total energy (eV) and forces (eV/Å) of ``atoms`` with ``teacher``.
 
-    An ASE teacher is called directly (no LAMMPS instance needed)."""
+    An ASE teacher is called directly, no LAMMPS instance needed (pass ``calculator`` to
+    reuse one over many frames); a LAMMPS teacher gets a fresh instance."""
     if teacher.is_ase:
         probe = atoms.copy()
-        probe.calc = teacher.make_calculator()
+        probe.calc = calculator or teacher.make_calculator()
         return float(probe.get_potential_energy()), np.array(probe.get_forces(), dtype=float)
-    system = LammpsSystem(atoms, teacher)
+    system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
     try:
         return system.single_point()
     finally:
         system.close()
 
 
-def isolated_atom_energy(symbol: str, teacher: Teacher, box: float = 20.0) -> float:
+def isolated_atom_energy(symbol: str, teacher: Teacher, box: float = 20.0, calculator=None,
+                         lammps_args: tuple[str, ...] = ()) -> float:
     """E0: one atom alone in a periodic cube wider than twice any teacher's cutoff."""
     return single_point(Atoms(symbol, positions=[[0, 0, 0]], cell=[box] * 3, pbc=True),
-                        teacher)[0]
+                        teacher, calculator, lammps_args)[0]
 
 
 class LammpsCalculator(Calculator):
