@@ -90,8 +90,8 @@ def dataset_table(manifests: list[str], real_summary: str) -> pd.DataFrame:
 
 def wall_times(metrics: pd.DataFrame, md_status: list[str]) -> pd.DataFrame:
     """Wall time of every MD and training job (training from the model file's record)."""
-    rows = [{"job": f"md {json.loads(Path(p).read_text())['traj_id']}",
-             "wall_s": json.loads(Path(p).read_text())["wall_s"]} for p in md_status]
+    statuses = [json.loads(Path(p).read_text()) for p in md_status]
+    rows = [{"job": f"md {st['traj_id']}", "wall_s": st["wall_s"]} for st in statuses]
     rows += [{"job": f"{r['mode']} {r['labeller']} n={r['n']} seed={r['seed']}",
               "wall_s": r["train_wall_s"]} for _, r in metrics.iterrows()]
     return pd.DataFrame(rows)
