@@ -59,8 +59,8 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
     for split, records in by_split.items():
         for k, start in enumerate(range(0, len(records), frames_per_shard)):
             name = f"{split}-{k:05d}.h5"
-            write_shard(out / name, records[start:start + frames_per_shard])
             chunk = records[start:start + frames_per_shard]
+            write_shard(out / name, chunk)
             shards.append({"file": name, "split": split, "n_structures": len(chunk),
                            "n_atoms": int(sum(len(r["numbers"]) for r in chunk)),
                            "sha256": sha256(out / name)})

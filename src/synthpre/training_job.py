@@ -3,14 +3,14 @@
 Pre-training streams the synthetic shards; fine-tuning starts from a pre-trained model file;
 training from scratch is the same recipe from fresh weights (the learning-curve baseline).
 The trainer works in ``<model dir>/train/`` (checkpoints, metrics.csv); the output model is
-copied into place only at the end, so a killed job never leaves a model Snakemake takes as done.
+written (atomically) only at the end, so a killed job never leaves a model Snakemake takes as
+done.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import os
-import shutil
 import signal
 from pathlib import Path
 
@@ -19,7 +19,6 @@ import torch
 import torch.distributed as dist
 from ase.data import atomic_numbers
 
-from .atomic import atomic_path
 from .model import NequIP
 from .modelfile import load_model, save_model
 from .preemption import request_stop
@@ -79,9 +78,8 @@ def refit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
 def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
                  init: str | None = None) -> dict:
-    # SLURM sends SIGTERM at the time limit, and the signal asked for by the profile
-    # (--signal=USR1@<s>) before it: checkpoint at the next batch and stop; the retried job
-    # resumes from <model dir>/train/checkpoint.pt.
+    # SLURM sends SIGTERM at the time limit (SIGUSR1 also works, e.g. from scancel): checkpoint
+    # at the next batch and stop; the retried job resumes from <model dir>/train/checkpoint.pt.
     for signum in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(signum, request_stop)
     cfg = dataclasses.replace(train_config(settings, stage), device=join_ranks_and_pick_device())
@@ -94,7 +92,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         train_paths = shard_paths(manifest, "train")
         val = [r for p in shard_paths(manifest, "val") for r in read_shard(p)]
         val = val[:MAX_VAL_STRUCTURES]
-        avg_neighbours = info["stats"]["train"]["mean_neighbours"]
+        avg_neighbours = info["stats"]["train"]["mean_neighbours"]  # counted when sharding
 
         def train_data(epoch):
             return shard_batches(train_paths, cfg.batch_size, cfg.seed, epoch)
@@ -104,16 +102,18 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         train_data = training_subset(real_dir, n, seed)
         val = read_shard(Path(real_dir) / "val.h5")
         e0 = json.loads(read_attrs(Path(real_dir) / "pool.h5")["e0_json"])
-        avg_neighbours = mean_neighbors(train_data, model_cfg.get("r_max", 4.0))
+        avg_neighbours = None  # only a fresh model needs it (below)
         source = {"real_dir": real_dir, "n": n, "seed": seed}
 
     if init:
-        model, init_meta = load_model(init)
+        model, _ = load_model(init)
         check_compatible(model, init, species, model_cfg.get("r_max", model.r_max))
         source["init"] = init
         if settings.get(stage, {}).get("refit_shift", False):
             source["shift_change"] = refit_shift(model, train_data)
     else:
+        if avg_neighbours is None:
+            avg_neighbours = mean_neighbors(train_data, model_cfg.get("r_max", 4.0))
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
         model = NequIP.from_config({**model_cfg, "species": species,
                                     "avg_num_neighbors": avg_neighbours})
@@ -122,9 +122,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
     history = summary.pop("history")
     meta = {"e0": e0, "stage": stage, **source, **summary}
     if world()[0] == 0:
-        save_model(workdir / "final.pt", model, meta)
-        with atomic_path(out) as tmp:
-            shutil.copyfile(workdir / "final.pt", tmp)
+        save_model(out, model, meta)
         print(json.dumps(meta, default=str))
         print(f"epochs: {len(history)}")
     return meta
