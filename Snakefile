@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-configfile: "config.yaml"
+configfile: os.path.join(workflow.basedir, "config.yaml")  # found from any directory
 
 validate(config, "workflow/schemas/config.schema.yaml")
 

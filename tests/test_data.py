@@ -10,7 +10,7 @@ from synthpre.frames import read_frames, write_frames
 from synthpre.label import label_frames
 from synthpre.lammps_system import isolated_atom_energy, single_point
 from synthpre.md import Protocol, run_trajectory
-from synthpre.realdata import ingest, nested_subsets, training_subset
+from synthpre.realdata import ingest, training_subset
 from synthpre.records import to_record
 from synthpre.sharding import build_shards, shard_paths
 from synthpre.shards import read_shard, sha256, write_shard
@@ -88,19 +88,21 @@ def test_build_shards_splits_by_trajectory(md_frames, tmp_path):
 
 
 def test_nested_subsets_and_fixed_test_split(real_like_file, tmp_path):
-    summary = ingest(str(real_like_file), str(tmp_path), ["C"], seeds=[1, 2], sizes=[3, 6])
-    subsets = summary["subsets"]
-    assert subsets["1"] != subsets["2"]
+    summary = ingest(str(real_like_file), str(tmp_path), ["C"])
     a3, a6 = training_subset(str(tmp_path), 3, 1), training_subset(str(tmp_path), 6, 1)
     assert [r["positions"].tobytes() for r in a3] == [r["positions"].tobytes() for r in a6[:3]]
+    b6 = training_subset(str(tmp_path), 6, 2)
+    assert [r["positions"].tobytes() for r in b6] != [r["positions"].tobytes() for r in a6]
     test = {r["positions"].tobytes() for r in read_shard(tmp_path / "test.h5")}
     val = {r["positions"].tobytes() for r in read_shard(tmp_path / "val.h5")}
     pool = {r["positions"].tobytes() for r in read_shard(tmp_path / "pool.h5")}
     assert not test & pool and not val & pool and not test & val
-    again = ingest(str(real_like_file), str(tmp_path / "again"), ["C"], seeds=[1, 2], sizes=[3])
-    assert again["subsets"] == subsets
+    assert len(pool) == summary["n_pool"]
+    again = ingest(str(real_like_file), str(tmp_path / "again"), ["C"])
+    assert [r["positions"].tobytes() for r in training_subset(str(tmp_path / "again"), 6, 1)] \
+        == [r["positions"].tobytes() for r in a6]
     with pytest.raises(ValueError, match="finetune.n_train"):
-        nested_subsets(5, [1], [6])
+        training_subset(str(tmp_path), summary["n_pool"] + 1, 1)
 
 
 def test_split_column_is_kept_and_e0_fitted(real_like_file, tmp_path):
@@ -112,8 +114,8 @@ def test_split_column_is_kept_and_e0_fitted(real_like_file, tmp_path):
     frames.append(frames[0].copy())
     frames[-1].info["config_type"] = "dimer"
     write_frames(tmp_path / "paper-style.extxyz", frames)
-    summary = ingest(str(tmp_path / "paper-style.extxyz"), str(tmp_path / "out"), ["C"], [1],
-                     [2], energy_key="E_dft", forces_key="F_dft", e0="fit",
+    summary = ingest(str(tmp_path / "paper-style.extxyz"), str(tmp_path / "out"), ["C"],
+                     energy_key="E_dft", forces_key="F_dft", e0="fit",
                      exclude_config_types=["dimer"])
     assert summary["n_test"] == 4
     assert summary["n_test"] + summary["n_val"] + summary["n_pool"] == len(frames) - 1
@@ -133,7 +135,7 @@ def test_bad_real_data_names_file_index_and_key(real_like_file, tmp_path, breaka
     bad = tmp_path / "bad.extxyz"
     write_frames(bad, frames)
     with pytest.raises(ValueError, match=f"{bad}.*{message}"):
-        ingest(str(bad), str(tmp_path / "out"), ["C"], [1], [2])
+        ingest(str(bad), str(tmp_path / "out"), ["C"])
     assert not (tmp_path / "out").exists()
 
 

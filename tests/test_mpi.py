@@ -18,11 +18,11 @@ pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec next to
 
 SETTINGS = {
     "elements": ["C"],
-    "synthetic": {"n_atoms": 32, "seed": 0, "min_distance": 1.2, "protocol": {
+    "n_atoms": 32, "seed": 0, "min_distance": 1.2, "protocol": {
         "dump_every_ps": 0.02,
         "stages": [{"name": "melt", "T_start": 3000, "T_end": 3000, "duration_ps": 0.04},
                    {"name": "anneal", "T_start": "anneal", "T_end": "anneal",
-                    "duration_ps": 0.06}]}},
+                    "duration_ps": 0.06}]},
     "teachers": {"emt": {"kind": "ase", "calculator": "ase.calculators.emt:EMT",
                          "elements": ["C"]}},
 }

@@ -225,17 +225,19 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
     """A training job that outlives its SLURM time limit checkpoints on SIGTERM, mid-epoch;
     running the same command again (what Snakemake's retry does) continues from there."""
     import json
+    import signal
     import time
 
     import torch
 
     from synthpre.realdata import ingest
 
-    ingest(str(real_like_file), str(tmp_path / "real"), ["C"], [1], [6])
-    settings = {"elements": ["C"], "model": {"num_layers": 1, "num_features": 4, "num_basis": 4},
+    ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
+    settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1, "num_features": 4,
+                                             "num_basis": 4},
                 "train": {"max_epochs": 100000, "patience": 100000, "batch_size": 2}}
     command = [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
-               json.dumps(settings), "--stage", "finetune", "--real-dir", str(tmp_path / "real"),
+               json.dumps(settings), "--stage", "scratch", "--real-dir", str(tmp_path / "real"),
                "--n", "6", "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")]
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/bash\nexec " + " ".join(f"'{c}'" for c in command) + "\n")
@@ -254,13 +256,17 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
     before = torch.load(ckpt, weights_only=True)["state"]
     assert before["epoch"] >= 1 and not (tmp_path / "out" / "model.pt").exists()
 
-    settings["train"]["max_epochs"] = before["epoch"] + 2
-    command[command.index("--settings") + 1] = json.dumps(settings)
-    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    # The retry (the same command) resumes; stop it like the next time limit would.
+    retry = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(15)
+    retry.send_signal(signal.SIGTERM)
+    output = retry.communicate(timeout=120)[0]
+    assert retry.returncode == 75, output
+    assert "resuming from" in output and "starting fresh" not in output
     after = torch.load(ckpt, weights_only=True)["state"]
-    assert after["epoch"] == before["epoch"] + 2
+    assert after["epoch"] > before["epoch"]
     assert after["history"][:before["epoch"]] == before["history"]  # continued, not restarted
-    assert (tmp_path / "out" / "model.pt").exists()
+    assert not (tmp_path / "out" / "model.pt").exists()
 
 
 @pytest.mark.parametrize("override, message", [

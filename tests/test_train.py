@@ -1,4 +1,5 @@
-"""Training on a pair potential: the loss falls, resuming is exact, NVE conserves energy."""
+"""Training on a pair potential: the loss falls, resuming is exact and only of the same job,
+non-finite losses fail, NVE conserves energy."""
 import csv
 
 import numpy as np
@@ -13,7 +14,8 @@ from ase.md.verlet import VelocityVerlet
 from synthpre.calculator import SynthpreCalculator
 from synthpre.model import NequIP
 from synthpre.preemption import STOP_REQUESTED, Preempted, request_stop
-from synthpre.train import TrainConfig, evaluate_metrics, mean_neighbors, predict, train
+from synthpre.train import (TrainConfig, TrainingDiverged, evaluate_metrics, mean_neighbors,
+                            predict, train)
 
 MORSE = {"epsilon": 1.0, "rho0": 4.0, "r0": 1.55, "rcut1": 2.6, "rcut2": 3.2}
 
@@ -72,24 +74,65 @@ def test_training_reduces_errors(trained):
     assert forces.shape == (8, 3) and isinstance(energy, float)
 
 
-def test_resume_is_exact(tmp_path):
-    train_recs, val_recs = carbon_records(6, 2), carbon_records(2, 3)
-    cfg = TrainConfig(max_epochs=4, batch_size=4, val_batch_size=2)
-    train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path / "straight")
-    two = TrainConfig(**{**vars(cfg), "max_epochs": 2})
-    train(tiny_model(train_recs), train_recs, val_recs, two, tmp_path / "resumed")
-    # a fresh process would build a fresh (differently initialised) model
-    train(tiny_model(train_recs, seed=7), train_recs, val_recs, cfg, tmp_path / "resumed")
-    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
-            for d in ("straight", "resumed"))
-    assert a["state"]["epoch"] == b["state"]["epoch"] == 4
-    for key in ("model", "ema"):
-        for name in a[key]:
-            assert torch.equal(a[key][name], b[key][name]), (key, name)
-    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
-    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
-    losses = [[h["train_loss"] for h in c["state"]["history"]] for c in (a, b)]
-    assert losses[0] == losses[1]
+def _stop_in_epoch(records, cfg, epoch_to_stop):
+    """An epoch -> batches source that asks the trainer to stop (as SIGTERM does) during the
+    first batch of ``epoch_to_stop``."""
+    def batches(epoch):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(records))
+        for k in range(0, len(records), cfg.batch_size):
+            if epoch == epoch_to_stop and k == 0:
+                request_stop()
+            yield [records[i] for i in order[k:k + cfg.batch_size]]
+    return batches
+
+
+def test_changed_settings_do_not_resume_a_checkpoint(tmp_path, caplog):
+    """A checkpoint of other settings (here another lr) is never continued: the training
+    starts afresh, its first epoch runs at the new lr, and the log says why."""
+    train_recs, val_recs = carbon_records(4, 2), carbon_records(2, 3)
+    old = TrainConfig(max_epochs=4, batch_size=2, lr=5e-3)
+    with pytest.raises(Preempted):
+        train(tiny_model(train_recs), _stop_in_epoch(train_recs, old, 3), val_recs, old,
+              tmp_path, fingerprint={"lr": old.lr})
+    STOP_REQUESTED.clear()
+    new = TrainConfig(max_epochs=3, batch_size=2, lr=1e-3)
+    with caplog.at_level("INFO", logger="synthpre.train"):
+        summary = train(tiny_model(train_recs), _stop_in_epoch(train_recs, new, None), val_recs,
+                        new, tmp_path, fingerprint={"lr": new.lr})
+    assert "belongs to another job (changed: lr): starting fresh" in caplog.text
+    assert [h["lr"] for h in summary["history"]] == [1e-3] * 3
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    with open(tmp_path / "metrics.csv") as f:
+        assert [float(r["lr"]) for r in csv.DictReader(f)] == [1e-3] * 3
+    straight = train(tiny_model(train_recs), _stop_in_epoch(train_recs, new, None), val_recs,
+                     new, tmp_path / "straight", fingerprint={"lr": new.lr})
+    assert [h["train_loss"] for h in summary["history"]] == \
+        [h["train_loss"] for h in straight["history"]]
+
+
+def test_finished_training_reruns_from_scratch(tmp_path, caplog):
+    """A finished checkpoint whose output is gone (--force) trains again from fresh weights
+    instead of handing back the old model."""
+    train_recs, val_recs = carbon_records(4, 2), carbon_records(2, 3)
+    cfg = TrainConfig(max_epochs=2, batch_size=2)
+    first = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
+    with caplog.at_level("INFO", logger="synthpre.train"):
+        again = train(tiny_model(train_recs, seed=7), train_recs, val_recs, cfg, tmp_path)
+    assert "finished training whose output was removed" in caplog.text
+    assert again["epochs"] == 2
+    assert [h["train_loss"] for h in again["history"]] != \
+        [h["train_loss"] for h in first["history"]]  # other initial weights: really retrained
+
+
+def test_non_finite_loss_fails_naming_epoch_and_data(tmp_path):
+    train_recs, val_recs = carbon_records(4, 2), carbon_records(2, 3)
+    train_recs[3]["energy"] = float("nan")
+    cfg = TrainConfig(max_epochs=2, batch_size=2)
+    with pytest.raises(TrainingDiverged, match=r"pretrain on demo shards, epoch 1, batch \d: "
+                                               r"the training loss is nan"):
+        train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path,
+              name="pretrain on demo shards")
+    assert not (tmp_path / "model.pt").exists()
 
 
 def test_preemption_mid_epoch_resumes_exactly(tmp_path):
@@ -137,13 +180,15 @@ def test_streaming_source_matches_list(tmp_path):
 
 
 def test_early_stopping(tmp_path):
-    """With lr 0 nothing improves: stop after `patience` epochs, and a rerun does nothing."""
+    """With lr 0 nothing improves: stop after `patience` epochs, and a rerun repeats it."""
     train_recs, val_recs = carbon_records(2, 6), carbon_records(2, 7)
     cfg = TrainConfig(max_epochs=50, lr=0.0, patience=3)
     summary = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
     assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_epoch"] == 1
     again = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
-    assert again["epochs"] == 4 and again["history"] == summary["history"]
+    assert again["epochs"] == 4
+    assert [h["train_loss"] for h in again["history"]] == \
+        [h["train_loss"] for h in summary["history"]]
 
 
 def test_nve_conserves_energy(trained):

@@ -6,8 +6,10 @@ Snakemake (or a resumed job) could take as finished.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -39,3 +41,40 @@ def _umask() -> int:
 def write_json(target: str | os.PathLike, obj) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def read_json(path: str | os.PathLike, what: str = "JSON file"):
+    """Parse a JSON output of an earlier stage; a missing or broken file names itself."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path} not found")
+    try:
+        return json.loads(Path(path).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not a valid {what} ({err})") from err
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, owner: str):
+    """Hold an exclusive lock on ``folder`` (its ``.lock`` file) while the body runs, so two
+    processes (an orphaned job and its rerun) never write the same folder. POSIX record locks
+    are released by the kernel when the holder dies, so a killed job leaves no stale lock."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown process"
+        handle.close()
+        raise ValueError(f"{folder} is being written by another {owner} ({holder}, lock "
+                         f"{path}); stop that one first, or wait for it") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from pathlib import Path
 
@@ -28,15 +29,14 @@ def cmd_md(args) -> None:
     from .md import Protocol, run_trajectory
     from .teachers import get_teacher
 
-    s = _settings(args.settings)
-    syn = s["synthetic"]
+    s = _settings(args.settings)  # synthpre.job_settings.md
     density, anneal_t, _ = parse_job(args.job)
-    teacher = get_teacher(args.teacher, s.get("teachers"))
-    seed = job_seed(args.job, syn.get("seed", 0))
-    result = run_trajectory(teacher, {s["elements"][0]: syn["n_atoms"]}, density, anneal_t,
-                            Protocol.from_config(syn["protocol"]), seed,
+    teacher = get_teacher(args.teacher, s["teachers"])
+    seed = job_seed(args.job, s["seed"])
+    result = run_trajectory(teacher, {s["elements"][0]: s["n_atoms"]}, density, anneal_t,
+                            Protocol.from_config(s["protocol"]), seed,
                             traj_id=f"{teacher.name}/{args.job}",
-                            min_distance=syn.get("min_distance", 1.0),
+                            min_distance=s["min_distance"],
                             lammps_args=omp_args(args.omp_threads))
     if mpi_rank() != 0:
         return
@@ -56,7 +56,7 @@ def cmd_label(args) -> None:
     from .lammps_system import mpi_rank, omp_args
     from .teachers import get_teacher
 
-    labeller = get_teacher(args.labeller, _settings(args.settings).get("teachers"))
+    labeller = get_teacher(args.labeller, _settings(args.settings)["teachers"])
     frames = read_frames(args.frames)
     labelled = label_frames(frames, labeller, lammps_args=omp_args(args.omp_threads)) \
         if frames else []
@@ -69,25 +69,20 @@ def cmd_label(args) -> None:
 def cmd_shard(args) -> None:
     from .sharding import build_shards
 
-    s = _settings(args.settings)
-    syn, filters = s["synthetic"], s["synthetic"].get("filters", {})
+    s = _settings(args.settings)  # synthpre.job_settings.shard
     manifest = build_shards(args.labelled, args.status, str(Path(args.manifest).parent),
-                            min_time_ps=filters.get("min_time_ps", 0.0),
-                            max_force=filters.get("max_force", 1e9),
-                            val_fraction=syn.get("val_fraction", 0.1), seed=syn.get("seed", 0),
-                            frames_per_shard=syn.get("frames_per_shard", 1000),
-                            r_max=s["model"].get("r_max", 4.0))
+                            min_time_ps=s["filters"]["min_time_ps"],
+                            max_force=s["filters"]["max_force"],
+                            val_fraction=s["val_fraction"], seed=s["seed"],
+                            frames_per_shard=s["frames_per_shard"], r_max=s["r_max"])
     print(json.dumps({k: manifest[k] for k in ("counts", "dropped", "failed_trajectories")}))
 
 
 def cmd_real(args) -> None:
     from .realdata import ingest
 
-    s = _settings(args.settings)
-    real = {k: v for k, v in s["real"].items() if k != "source"}
-    summary = ingest(args.source, args.out_dir, s["elements"], s["finetune"]["seeds"],
-                     s["finetune"]["n_train"], **real)
-    print(json.dumps({k: v for k, v in summary.items() if k != "subsets"}))
+    s = _settings(args.settings)  # synthpre.job_settings.real
+    print(json.dumps(ingest(args.source, args.out_dir, s["elements"], **s["real"])))
 
 
 def cmd_fetch(args) -> None:
@@ -100,14 +95,14 @@ def cmd_dft(args) -> None:
     from .dft import DFTSettings, label_with_gpaw
     from .frames import read_frames, write_frames
 
-    s = _settings(args.settings).get("dft", {})
-    size = s.get("batch_size", 20)
+    s = _settings(args.settings)["dft"]  # synthpre.job_settings.dft
+    size = s["batch_size"]
     batch = read_frames(args.structures)[args.batch * size:(args.batch + 1) * size]
     if not batch:
         raise ValueError(f"{args.structures}: batch {args.batch} of {size} is empty")
     selection = Path(args.cache_dir) / f"batch{args.batch}-structures.extxyz"
     write_frames(selection, batch)
-    summary = label_with_gpaw(selection, args.out, DFTSettings.from_config(s.get("settings")),
+    summary = label_with_gpaw(selection, args.out, DFTSettings.from_config(s["settings"]),
                               args.cache_dir, on_error="skip")
     print(json.dumps(summary, default=str))
 
@@ -149,7 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("label", help="label MD frames with one labeller")
-    p.add_argument("--settings", default="{}")
+    p.add_argument("--settings", default='{"teachers": {}}',
+                   help="JSON: {\"teachers\": {name: spec}} for a labeller defined in a config")
     p.add_argument("--labeller", required=True)
     p.add_argument("--frames", required=True)
     p.add_argument("--out", required=True)
@@ -186,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="pre-train, fine-tune or train from scratch")
     p.add_argument("--settings", required=True)
-    p.add_argument("--stage", choices=["pretrain", "finetune"], required=True)
+    p.add_argument("--stage", choices=["pretrain", "finetune", "scratch"], required=True)
     p.add_argument("--manifest", help="shard manifest (pre-training)")
     p.add_argument("--real-dir", help="real data folder (fine-tuning and scratch)")
     p.add_argument("--n", type=int)
@@ -217,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s: %(message)s")
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:

@@ -11,6 +11,7 @@ import os
 import zlib
 
 from .cells import check_packing
+from .realdata import check_sizes, read_real
 from .teachers import get_teacher
 
 
@@ -45,8 +46,9 @@ def parse_job(job: str) -> tuple[float, float, int]:
     return float(d[1:]), float(t[1:]), int(r[1:])
 
 
-def check_config(config: dict) -> list[str]:
-    """Raise ConfigError for bad input; return the problems of this LAMMPS (see above)."""
+def check_config(config: dict, read_data: bool = True) -> list[str]:
+    """Raise ConfigError for bad input; return the problems of this LAMMPS (see above).
+    ``read_data``: also read the real-data file (once, in Snakemake's main process)."""
     syn, custom = config["synthetic"], config.get("teachers", {})
     elements = config["elements"]
     machine: list[str] = []
@@ -64,14 +66,28 @@ def check_config(config: dict) -> list[str]:
                 machine.append(f"config field '{field}': {err}")
     if len(elements) != 1:
         raise ConfigError("config field 'elements': random cells are single-element for now")
-    min_d = syn.get("min_distance", 1.0)
     for density in syn["densities"]:
         try:
-            check_packing(elements * syn["n_atoms"], density, min_d)
+            check_packing(elements * syn["n_atoms"], density, syn["min_distance"])
         except ValueError as err:
             raise ConfigError(f"config field 'synthetic.densities': {err}") from None
     source = config["real"]["source"]
     path = source.removeprefix(DFT_PREFIX)
     if not source.startswith(FETCH_PREFIX) and not os.path.exists(path):
         raise ConfigError(f"config field 'real.source': file {path} not found")
+    if read_data and not source.startswith((FETCH_PREFIX, DFT_PREFIX)):
+        check_real_data(config)
     return machine
+
+
+def check_real_data(config: dict) -> None:
+    """Read a real-data file once, as the real_data job will, so bad content or a training
+    pool smaller than the largest ``finetune.n_train`` stops the run before MD starts."""
+    real = {k: v for k, v in config["real"].items() if k != "source"}
+    try:
+        _, (_, _, pool), _ = read_real([config["real"]["source"]], config["elements"], **real)
+        check_sizes(len(pool), config["finetune"]["n_train"])
+    except ValueError as err:
+        message = str(err)
+        raise ConfigError(message if message.startswith("config field") else
+                          f"config field 'real.source': {message}") from None

@@ -30,9 +30,15 @@ def write_frames(path: str | os.PathLike, frames: list[Atoms]) -> None:
 
 def read_frames(path: str | os.PathLike) -> list[Atoms]:
     """Read every frame; labels stay in info/arrays whatever ASE does with 'energy'/'forces'."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"frames file {path} not found")
     if os.path.getsize(path) == 0:
         return []
-    frames = ase.io.read(path, index=":", format="extxyz")
+    try:
+        frames = ase.io.read(path, index=":", format="extxyz")
+    except Exception as err:  # ase raises XYZError, ValueError, IndexError, ...
+        raise ValueError(f"{path}: not a readable extended-XYZ file ({type(err).__name__}: "
+                         f"{err})") from err
     for atoms in frames:
         calc = atoms.calc
         if calc is not None:  # ASE moves 'energy'/'forces' into a SinglePointCalculator

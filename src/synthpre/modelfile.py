@@ -15,6 +15,9 @@ from .atomic import atomic_path
 from .model import NequIP
 
 
+MODEL_KEYS = ("config", "state_dict", "species", "e0", "meta")
+
+
 def save_model(path: str | os.PathLike, model: NequIP, meta: dict) -> None:
     """Write atomically; ``meta`` should carry ``e0`` ({symbol: eV}) and a data reference."""
     payload = {
@@ -30,8 +33,18 @@ def save_model(path: str | os.PathLike, model: NequIP, meta: dict) -> None:
 
 def load_model(path: str | os.PathLike, device="cpu") -> tuple[NequIP, dict]:
     """Rebuild the model from its stored config; returns (model in eval mode, meta)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = NequIP.from_config(payload["config"])
-    model.load_state_dict(payload["state_dict"])
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path} not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        missing = sorted(set(MODEL_KEYS) - set(payload if isinstance(payload, dict) else ()))
+        if missing:
+            raise KeyError(f"missing {missing}")
+        model = NequIP.from_config(payload["config"])
+        model.load_state_dict(payload["state_dict"])
+    except Exception as err:  # torch raises EOFError, RuntimeError, UnpicklingError, ...
+        raise ValueError(f"{path}: not a readable synthpre model file ({type(err).__name__}: "
+                         f"{err}); expected a torch file with config, state_dict, species, e0 "
+                         f"and meta, as `synthpre train` writes") from err
     meta = {**payload["meta"], "e0": payload["e0"]}
     return model.to(device).eval(), meta

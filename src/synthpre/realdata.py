@@ -1,5 +1,5 @@
 """Real (quantum-mechanical) data: ingest an extxyz data set, fix the test and validation
-splits once, and define nested training subsets per seed.
+splits once, and define nested training subsets per seed (drawn from the seed alone).
 
 Energies are referenced to isolated atoms (E - sum E0) like the synthetic labels. ``e0`` is
 ``"file"`` (energies are already relative; E0 from the frames' ``e0_<Symbol>`` keys, as this
@@ -79,36 +79,45 @@ def make_splits(n_total: int, is_test, test_fraction: float, seed: int):
     return test, np.sort(rest[:n_val]), np.sort(rest[n_val:])
 
 
-def nested_subsets(pool_size: int, seeds: list[int], sizes: list[int]) -> dict[str, list[int]]:
-    """Per seed, one ordering of the pool; the subset of size n is its first n entries, so
-    n=25 is contained in n=50 for the same seed."""
+def subset_order(pool_size: int, seed: int) -> np.ndarray:
+    """A seed's ordering of the training pool; the subset of size n is its first n entries,
+    so n=25 is contained in n=50 for the same seed, and adding a size or a seed to a study
+    changes no existing subset."""
+    return np.random.default_rng(seed).permutation(pool_size)
+
+
+def check_sizes(pool_size: int, sizes: list[int]) -> None:
     too_big = [n for n in sizes if n > pool_size]
     if too_big:
         raise ValueError(f"config field 'finetune.n_train' asks for {too_big} structures but "
                          f"the real training pool has only {pool_size}")
-    return {str(s): np.random.default_rng(s).permutation(pool_size).tolist() for s in seeds}
 
 
-def ingest(path: str | list[str], out_dir: str, elements: list[str], seeds: list[int],
-           sizes: list[int], energy_key="energy", forces_key="forces",
-           config_type_key="config_type", split_key="split", e0="file",
-           exclude_config_types=(), test_fraction=0.2, split_seed=0) -> dict:
-    paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
+def read_real(paths: list[str], elements: list[str], energy_key="energy", forces_key="forces",
+              config_type_key="config_type", split_key="split", e0="file",
+              exclude_config_types=(), test_fraction=0.2, split_seed=0):
+    """Records, (test, val, pool) indices and e0 of a real data set, as ``ingest`` splits it."""
     records, is_test, e0 = load_real(paths, elements, energy_key, forces_key, config_type_key,
                                      split_key, e0, list(exclude_config_types))
-    test, val, pool = make_splits(len(records), is_test, test_fraction, split_seed)
-    subsets = nested_subsets(len(pool), seeds, sizes)
+    return records, make_splits(len(records), is_test, test_fraction, split_seed), e0
+
+
+def ingest(path: str | list[str], out_dir: str, elements: list[str], **real) -> dict:
+    """Fixed test, validation and pool files plus ``summary.json``; ``real`` are the config's
+    ``real`` fields (key names, e0, exclusions, split)."""
+    paths = [str(path)] if isinstance(path, (str, Path)) else [str(p) for p in path]
+    records, (test, val, pool), e0 = read_real(paths, elements, **real)
     out = Path(out_dir)
     attrs = {"e0_json": json.dumps(e0), "source": json.dumps(paths)}
     for name, idx in (("test", test), ("val", val), ("pool", pool)):
         write_shard(out / f"{name}.h5", [records[i] for i in idx], attrs)
     summary = {"source": paths, "e0": e0, "n_test": len(test), "n_val": len(val),
-               "n_pool": len(pool), "subsets": subsets}
-    write_json(out / "subsets.json", summary)
+               "n_pool": len(pool)}
+    write_json(out / "summary.json", summary)
     return summary
 
 
 def training_subset(real_dir: str, n: int, seed: int) -> list[dict]:
-    subsets = json.loads((Path(real_dir) / "subsets.json").read_text())["subsets"]
     pool = read_shard(Path(real_dir) / "pool.h5")
-    return [pool[i] for i in subsets[str(seed)][:n]]
+    check_sizes(len(pool), [n])
+    return [pool[i] for i in subset_order(len(pool), seed)[:n]]

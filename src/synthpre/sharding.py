@@ -1,13 +1,12 @@
 """Synthetic labelled frames -> filtered, trajectory-split HDF5 shards with a manifest."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
-from .atomic import write_json
+from .atomic import read_json, write_json
 from .frames import read_frames
 from .records import to_record
 from .shards import sha256, write_shard
@@ -52,7 +51,7 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
                 "val": [r for r in kept if r["traj_id"] in val_ids]}
     failures = []
     for status_file in md_status_files:
-        status = json.loads(Path(status_file).read_text())
+        status = read_json(status_file, "MD status file")
         if status.get("failure"):
             failures.append({"traj_id": status["traj_id"], "reason": status["failure"]})
     shards = []
@@ -82,6 +81,6 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
 
 
 def shard_paths(manifest_path: str, split: str) -> list[str]:
-    manifest = json.loads(Path(manifest_path).read_text())
+    manifest = read_json(manifest_path, "shard manifest")
     folder = os.path.dirname(manifest_path)
     return [os.path.join(folder, s["file"]) for s in manifest["shards"] if s["split"] == split]

@@ -43,14 +43,29 @@ def write_shard(path: str | os.PathLike, records: list[dict], attrs: dict | None
 
 def read_shard(path: str | os.PathLike) -> list[dict]:
     """All records of one shard. Each dataset is read in one call; records hold views into
-    those arrays (no per-record copies), scalars are converted in bulk."""
-    with h5py.File(path, "r") as h5:
-        ptr = h5["ptr"][:].tolist()
-        numbers = h5["numbers"][:].astype(np.int64)
-        positions, forces = h5["positions"][:], h5["forces"][:]
-        cell, pbc = h5["cell"][:], h5["pbc"][:]
-        energy, time_ps = h5["energy"][:].tolist(), h5["time_ps"][:].tolist()
-        strings = [(k, h5[k].asstr()[:].tolist()) for k in OPTIONAL_STRINGS]
+    those arrays (no per-record copies), scalars are converted in bulk. A file that is not a
+    complete shard, or labels that are not finite, raise ValueError naming the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"shard {path} not found")
+    try:
+        with h5py.File(path, "r") as h5:
+            ptr = h5["ptr"][:].tolist()
+            numbers = h5["numbers"][:].astype(np.int64)
+            positions, forces = h5["positions"][:], h5["forces"][:]
+            cell, pbc = h5["cell"][:], h5["pbc"][:]
+            energy, time_ps = h5["energy"][:], h5["time_ps"][:].tolist()
+            strings = [(k, h5[k].asstr()[:].tolist()) for k in OPTIONAL_STRINGS]
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{path}: not a readable shard ({err}); expected an HDF5 file with "
+                         f"datasets ptr, numbers, positions, forces, cell, pbc, energy") from err
+    for key, values in (("energy", energy), ("forces", forces), ("positions", positions)):
+        bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
+        if bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            where = first if key == "energy" else int(np.searchsorted(ptr, first, "right") - 1)
+            raise ValueError(f"{path}: non-finite {key} in structure {where} "
+                             f"({int(bad.sum())} value rows in all)")
+    energy = energy.tolist()
     records = []
     for i, (a, b) in enumerate(zip(ptr[:-1], ptr[1:])):
         record = {"numbers": numbers[a:b], "positions": positions[a:b], "cell": cell[i],
@@ -65,8 +80,25 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
 
 
 def read_attrs(path: str | os.PathLike) -> dict:
-    with h5py.File(path, "r") as h5:
-        return dict(h5.attrs)
+    try:
+        with h5py.File(path, "r") as h5:
+            return dict(h5.attrs)
+    except OSError as err:
+        raise ValueError(f"{path}: not a readable HDF5 file ({err})") from err
+
+
+def verify_checksums(folder: str | os.PathLike, shards: list[dict], source: str) -> None:
+    """Each shard's sha256 against ``source`` (the manifest that lists them): a changed or
+    corrupt shard must not train silently."""
+    for entry in shards:
+        path = os.path.join(folder, entry["file"])
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"shard {path} listed in {source} not found")
+        digest = sha256(path)
+        if digest != entry["sha256"]:
+            raise ValueError(f"{path}: sha256 {digest[:12]}... differs from {entry['sha256'][:12]}"
+                             f"... in {source}: the shard is corrupt or was changed; rerun the "
+                             f"shard rule (delete {source})")
 
 
 def iter_shards(paths: list[str], rng: np.random.Generator | None = None) -> Iterator[dict]:

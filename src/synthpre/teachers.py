@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shlex
 from dataclasses import dataclass, field
 
 from .lammps_runtime import new_lammps, potentials_dir
@@ -36,6 +37,22 @@ BUILTIN_TEACHERS: dict[str, dict] = {
     "airebo": {"pair_style": "airebo 3.0 1 1",
                "pair_coeff": "* * {potentials}/CH.airebo {elements}", "elements": ["C", "H"]},
 }
+
+
+POTENTIAL_FILE = re.compile(r"[^*\s]+\.[A-Za-z][\w-]*")
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _lammps_quote(word: str) -> str:
+    """LAMMPS splits commands on whitespace unless a word is quoted."""
+    return f'"{word}"' if any(c.isspace() for c in word) else word
 
 
 @dataclass(frozen=True)
@@ -67,8 +84,21 @@ class Teacher:
                              f"it covers {self.elements}")
         if self.is_ase:
             return []
-        coeff = self.pair_coeff.format(potentials=potentials_dir(), elements=" ".join(elements))
+        coeff = " ".join(_lammps_quote(t) for t in self.coeff_tokens(" ".join(elements)))
         return [f"pair_style {self.pair_style}", f"pair_coeff {coeff}"]
+
+    def coeff_tokens(self, elements: str = "") -> list[str]:
+        """The pair_coeff words with {potentials} and {elements} filled in; a path with spaces
+        (quoted in the config, or the wheel's folder under a path with spaces) is one word."""
+        return [word for token in shlex.split(self.pair_coeff)
+                for word in ([token.format(potentials=potentials_dir(), elements=elements)]
+                             if token != "{elements}" else elements.split())]
+
+    def potential_files(self) -> list[str]:
+        """The pair_coeff words that name files: a path, or a bare name with an extension
+        (looked up in the working directory, as LAMMPS does)."""
+        return [t for t in self.coeff_tokens() if "/" in t
+                or (POTENTIAL_FILE.fullmatch(t) and not _is_number(t))]
 
     def check(self) -> None:
         """Fail early, naming the cause, if the pair style or a potential file is missing."""
@@ -78,10 +108,11 @@ class Teacher:
             if path is not None and not os.path.exists(path):
                 raise FileNotFoundError(f"teacher '{self.name}': model file {path} not found")
             return
-        coeff = self.pair_coeff.format(potentials=potentials_dir(), elements="")
-        for token in coeff.split():
-            if "/" in token and not os.path.exists(token):
-                raise FileNotFoundError(f"teacher '{self.name}': potential file {token} not found")
+        for path in self.potential_files():
+            if not os.path.exists(path):
+                where = "" if "/" in path else f" (a bare name is looked up in {os.getcwd()})"
+                raise FileNotFoundError(f"teacher '{self.name}': potential file {path} not "
+                                        f"found{where}")
         style = self.pair_style.split()[0]
         lmp = new_lammps()
         try:

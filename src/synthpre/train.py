@@ -19,6 +19,7 @@ import copy
 import csv
 import io
 import itertools
+import logging
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -35,6 +36,8 @@ from .model import NequIP, count_parameters
 from .modelfile import save_model
 from .preemption import STOP_REQUESTED, Preempted
 from .stats import neighbour_count
+
+log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_energy_rmse_per_atom", "val_force_rmse", "lr",
                   "wall_time_s"]
@@ -185,6 +188,14 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, n_updates: int,
             p_ema.lerp_(p, 1.0 - decay)
 
 
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # RNG stays on CPU
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(f"{path}: not a readable training checkpoint ({err}); delete it to "
+                         f"start this training afresh") from err
+
+
 def _write_metrics(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
@@ -194,16 +205,49 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
         tmp.write_text(buf.getvalue())
 
 
+class TrainingDiverged(ValueError):
+    """A non-finite loss or validation error: never a result."""
+
+
+def _resumable(ckpt: dict, fingerprint: dict, ckpt_path: Path) -> bool:
+    """Resume only an unfinished training of this very job; say why not otherwise."""
+    stored = ckpt.get("fingerprint")
+    if stored != fingerprint:
+        changed = sorted(k for k in set(stored or {}) | set(fingerprint)
+                         if (stored or {}).get(k) != fingerprint.get(k))
+        log.info("checkpoint %s belongs to another job (changed: %s): starting fresh",
+                 ckpt_path, ", ".join(changed) or "no fingerprint stored")
+        return False
+    if ckpt["state"].get("finished"):
+        log.info("checkpoint %s is of a finished training whose output was removed "
+                 "(e.g. --force): starting fresh", ckpt_path)
+        return False
+    log.info("resuming from %s (epoch %d, batch %d)", ckpt_path, ckpt["state"]["epoch"] + 1,
+             ckpt["state"]["batches_done"])
+    return True
+
+
+def _check_finite(value: float, what: str, where: str) -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{where}: {what} is {value}; no model written (the last "
+                               f"checkpoint is kept for inspection)")
+
+
 def train(model: NequIP,
           train_data: list[dict] | Callable[[int], Iterable[list[dict]]],
-          val_records: list[dict], cfg: TrainConfig, out_dir, meta: dict | None = None) -> dict:
+          val_records: list[dict], cfg: TrainConfig, out_dir, meta: dict | None = None,
+          fingerprint: dict | None = None, name: str = "training") -> dict:
     """Train ``model`` in place and save the best EMA model to ``out_dir/model.pt``.
 
     ``train_data`` is a list of records (shuffled per epoch, neighbour lists cached) or a
     callable ``epoch -> iterable of record lists`` for data that does not fit in memory; it
     must give the same batches for the same epoch for resuming to be exact. ``meta`` (e.g.
-    ``e0``, data reference) goes into the model file. On return ``model`` holds the best EMA
-    weights. Returns a summary dict.
+    ``e0``, data reference) goes into the model file. ``fingerprint`` (JSON-able: everything
+    that determines the result) is stored in the checkpoint, which is resumed only by an
+    unfinished training with the same fingerprint; otherwise ``out_dir`` starts afresh.
+    ``name`` (stage and data) heads error messages. A non-finite loss or validation error
+    raises ``TrainingDiverged``. On return ``model`` holds the best EMA weights. Returns a
+    summary dict.
     """
     out_dir = Path(out_dir)
     rank, size = world()
@@ -224,9 +268,17 @@ def train(model: NequIP,
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     state = {"epoch": 0, "ema_updates": 0, "best": math.inf, "best_epoch": 0,
              "ref": math.inf, "bad_epochs": 0, "done": False, "wall_time_s": 0.0,
-             "history": [], "batches_done": 0, "epoch_losses": []}
-    if ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)  # RNG stays on CPU
+             "history": [], "batches_done": 0, "epoch_losses": [], "finished": False}
+    fingerprint = fingerprint or {}
+    ckpt = _read_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if ckpt is not None and not _resumable(ckpt, fingerprint, ckpt_path):
+        ckpt = None
+    if ckpt is None and rank == 0:  # nothing of an earlier training may leak into this one
+        for stale in ("checkpoint.pt", "metrics.csv", "model.pt"):
+            (out_dir / stale).unlink(missing_ok=True)
+    if size > 1:
+        dist.barrier()  # no rank reads a stale file rank 0 is removing
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -247,7 +299,8 @@ def train(model: NequIP,
                 torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
                             "optimizer": optimizer.state_dict(),
                             "scheduler": scheduler.state_dict(),
-                            "torch_rng": torch.get_rng_state(), "state": state}, tmp)
+                            "torch_rng": torch.get_rng_state(), "state": state,
+                            "fingerprint": fingerprint}, tmp)
 
     while not state["done"] and state["epoch"] < cfg.max_epochs:
         start = time.perf_counter()
@@ -256,8 +309,10 @@ def train(model: NequIP,
         # A resumed epoch skips the batches it already trained on: same batches, same order.
         for batch_graphs in itertools.islice(batches, state["batches_done"], None):
             optimizer.zero_grad(set_to_none=True)
-            state["epoch_losses"].append(
-                gradient_step(model, batch_graphs, cfg.energy_weight, device))
+            loss = gradient_step(model, batch_graphs, cfg.energy_weight, device)
+            _check_finite(loss, "the training loss", f"{name}, epoch {epoch}, batch "
+                                                      f"{state['batches_done'] + 1}")
+            state["epoch_losses"].append(loss)
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
             _update_ema(ema, model, n, cfg.ema_decay)
@@ -271,6 +326,8 @@ def train(model: NequIP,
 
         val = _metrics(val_records, _predict_batches(ema, val_batches, device))
         val_f = val["force_rmse"]
+        for key in ("force_rmse", "energy_rmse_per_atom"):
+            _check_finite(val[key], f"the validation {key}", f"{name}, epoch {epoch}")
         scheduler.step(val_f)
         # patience counts epochs since the last improvement by min_delta; any improvement saves
         if val_f < state["ref"] - cfg.min_delta:
@@ -292,6 +349,10 @@ def train(model: NequIP,
             "lr": optimizer.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"]})
         if rank == 0:
             _write_metrics(out_dir / "metrics.csv", state["history"])
+        log.info("%s: epoch %d, train loss %.5g, val E %.4g eV/atom, val F %.4g eV/Å, lr %.3g",
+                 name, epoch, state["history"][-1]["train_loss"], val["energy_rmse_per_atom"],
+                 val_f, optimizer.param_groups[0]["lr"])
+        state["finished"] = state["done"] or epoch >= cfg.max_epochs
         checkpoint()
         if size > 1:
             dist.barrier()  # the files are complete before any rank reads them

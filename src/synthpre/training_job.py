@@ -8,6 +8,7 @@ done.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -19,21 +20,21 @@ import torch
 import torch.distributed as dist
 from ase.data import atomic_numbers
 
+from .atomic import folder_lock, read_json
 from .model import NequIP
 from .modelfile import load_model, save_model
 from .preemption import request_stop
 from .realdata import training_subset
-from .shards import read_attrs, read_shard, shard_batches
+from .shards import read_attrs, read_shard, sha256, shard_batches, verify_checksums
 from .sharding import shard_paths
 from .train import TrainConfig, mean_neighbors, predict, train, world
 
 MAX_VAL_STRUCTURES = 1000
 
 
-def train_config(settings: dict, stage: str) -> TrainConfig:
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    merged = {**settings.get("train", {}), **settings.get(stage, {})}
-    return TrainConfig(**{k: v for k, v in merged.items() if k in fields})
+def train_config(settings: dict) -> TrainConfig:
+    """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)."""
+    return TrainConfig(**settings["train"])
 
 
 def check_compatible(model: NequIP, init: str, species: list[str], r_max: float) -> None:
@@ -78,16 +79,21 @@ def refit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
 def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
                  init: str | None = None) -> dict:
+    """One pipeline training job: ``stage`` is pretrain (shards of ``manifest``), finetune
+    (from ``init`` on the real subset n, seed) or scratch (the same, from fresh weights)."""
     # SLURM sends SIGTERM at the time limit (SIGUSR1 also works, e.g. from scancel): checkpoint
     # at the next batch and stop; the retried job resumes from <model dir>/train/checkpoint.pt.
     for signum in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(signum, request_stop)
-    cfg = dataclasses.replace(train_config(settings, stage), device=join_ranks_and_pick_device())
-    model_cfg = dict(settings.get("model", {}))
+    if (stage == "finetune") != (init is not None):
+        raise ValueError(f"stage {stage}: --init is needed for finetune and only for finetune")
+    cfg = dataclasses.replace(train_config(settings), device=join_ranks_and_pick_device())
+    model_cfg = dict(settings["model"])
     workdir = Path(out).parent / "train"
     species = list(settings["elements"])
     if stage == "pretrain":
-        info = json.loads(Path(manifest).read_text())
+        info = read_json(manifest, "shard manifest")
+        verify_checksums(Path(manifest).parent, info["shards"], manifest)
         e0 = info["e0"]
         train_paths = shard_paths(manifest, "train")
         val = [r for p in shard_paths(manifest, "val") for r in read_shard(p)]
@@ -97,6 +103,8 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         def train_data(epoch):
             return shard_batches(train_paths, cfg.batch_size, cfg.seed, epoch)
         source = {"manifest": manifest, "labeller": info["labeller"]}
+        inputs = {"manifest": manifest}
+        name = f"pretrain on {manifest}"
     else:
         cfg = dataclasses.replace(cfg, seed=seed)
         train_data = training_subset(real_dir, n, seed)
@@ -104,25 +112,34 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         e0 = json.loads(read_attrs(Path(real_dir) / "pool.h5")["e0_json"])
         avg_neighbours = None  # only a fresh model needs it (below)
         source = {"real_dir": real_dir, "n": n, "seed": seed}
+        inputs = {"pool": Path(real_dir) / "pool.h5", "val": Path(real_dir) / "val.h5"}
+        name = f"{stage} on {real_dir} (n={n}, seed={seed})"
 
     if init:
         model, _ = load_model(init)
-        check_compatible(model, init, species, model_cfg.get("r_max", model.r_max))
+        check_compatible(model, init, species, model_cfg["r_max"])
         source["init"] = init
-        if settings.get(stage, {}).get("refit_shift", False):
-            source["shift_change"] = refit_shift(model, train_data)
-    else:
+        inputs["init"] = init
+    # Everything that determines the result: a checkpoint is resumed only under the same.
+    checksums = {key: sha256(path) for key, path in inputs.items()}
+    fingerprint = {"stage": stage, "settings": settings, "n": n, "seed": seed, **checksums}
+    source["input_sha256"] = checksums
+    if init and settings["refit_shift"]:
+        source["shift_change"] = refit_shift(model, train_data)
+    elif not init:
         if avg_neighbours is None:
-            avg_neighbours = mean_neighbors(train_data, model_cfg.get("r_max", 4.0))
+            avg_neighbours = mean_neighbors(train_data, model_cfg["r_max"])
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
         model = NequIP.from_config({**model_cfg, "species": species,
                                     "avg_num_neighbors": avg_neighbours})
-    summary = train(model, train_data, val, cfg, workdir,
-                    meta={"e0": e0, "stage": stage, **source})
-    history = summary.pop("history")
-    meta = {"e0": e0, "stage": stage, **source, **summary}
-    if world()[0] == 0:
-        save_model(out, model, meta)
-        print(json.dumps(meta, default=str))
-        print(f"epochs: {len(history)}")
+    with folder_lock(workdir, "training") if world()[0] == 0 else contextlib.nullcontext():
+        summary = train(model, train_data, val, cfg, workdir,
+                        meta={"e0": e0, "stage": stage, **source},
+                        fingerprint=fingerprint, name=name)
+        history = summary.pop("history")
+        meta = {"e0": e0, "stage": stage, **source, **summary}
+        if world()[0] == 0:
+            save_model(out, model, meta)
+            print(json.dumps(meta, default=str))
+            print(f"epochs: {len(history)}")
     return meta

@@ -1,7 +1,8 @@
 # Shared names: result paths, the fan-out of MD jobs, and settings passed to the CLI as JSON.
+from synthpre import job_settings
 from synthpre.config_check import ConfigError, check_config, md_jobs
 
-MACHINE_PROBLEMS = check_config(config)
+MACHINE_PROBLEMS = check_config(config, read_data=workflow.is_main_process)
 if workflow.is_main_process:
     for problem in MACHINE_PROBLEMS:
         print(f"WARNING (a dry run goes on; a real run stops here): {problem}", file=sys.stderr)
@@ -26,9 +27,10 @@ JOBS = md_jobs(SYN)
 LABELLERS = SYN["labellers"]
 
 
-def settings(*sections):
-    """JSON of config sections for the CLI, so rules stay one command each."""
-    return json.dumps({s: config.get(s, {}) for s in sections})
+def settings(stage, *args):
+    """JSON of exactly the fields a rule's job reads (synthpre.job_settings), so a job reruns
+    when, and only when, one of its own settings changes."""
+    return job_settings.as_json(getattr(job_settings, stage)(config, *args))
 
 
 def curve_points():

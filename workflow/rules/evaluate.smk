@@ -16,8 +16,9 @@ rule evaluate:
     log:
         RESULTS + "/logs/evaluate/{point}.log",
     shell:
-        "synthpre evaluate --model {input.model} --test {input.test} --val {input.val} "
-        "--point {wildcards.point} --out {output.metrics} --parity {output.parity} > {log} 2>&1"
+        "synthpre evaluate --model {input.model:q} --test {input.test:q} --val {input.val:q} "
+        "--point {wildcards.point} --out {output.metrics:q} --parity {output.parity:q} "
+        "> {log:q} 2>&1"
 
 
 rule aggregate:
@@ -25,7 +26,7 @@ rule aggregate:
         metrics=expand(RESULTS + "/{point}/metrics.json", point=curve_points()),
         parity=expand(RESULTS + "/{point}/parity.npz", point=curve_points()),
         manifests=expand(RESULTS + "/shards/{labeller}/manifest.json", labeller=LABELLERS),
-        real=RESULTS + "/real/subsets.json",
+        real=RESULTS + "/real/summary.json",
         md=expand(RESULTS + "/md/" + SYN["teacher"] + "/{job}/md.json", job=JOBS),
     output:
         csv=report(RESULTS + "/curves/learning_curve.csv", category="Learning curves",
@@ -39,9 +40,11 @@ rule aggregate:
                         caption="../report/datasets.rst"),
         wall=report(RESULTS + "/curves/wall_times.csv", category="Wall times",
                     caption="../report/wall_times.rst"),
+    params:
+        out_dir=RESULTS + "/curves",
     log:
         RESULTS + "/logs/aggregate.log",
     shell:
-        "synthpre aggregate --metrics {input.metrics} --parity {input.parity} "
-        "--manifests {input.manifests} --real-summary {input.real} --md-status {input.md} "
-        "--out-dir $(dirname {output.csv}) > {log} 2>&1"
+        "synthpre aggregate --metrics {input.metrics:q} --parity {input.parity:q} "
+        "--manifests {input.manifests:q} --real-summary {input.real:q} --md-status {input.md:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -1,6 +1,7 @@
 # Real (DFT) data: a file on disk, a public data set fetched with load-atoms, or structures
 # labelled here with GPAW (one job per batch, resumable per structure); then fixed test and
-# validation splits and nested training subsets per seed.
+# validation splits (training subsets are drawn per job from the seed: adding one changes no
+# other).
 
 from synthpre.config_check import DFT_PREFIX, FETCH_PREFIX, count_frames
 
@@ -9,7 +10,7 @@ if REAL_SOURCE[0].startswith(FETCH_PREFIX):
     REAL_SOURCE = [RESULTS + "/real/fetched.extxyz"]
 elif REAL_SOURCE[0].startswith(DFT_PREFIX):
     DFT_STRUCTURES = REAL_SOURCE[0].removeprefix(DFT_PREFIX)
-    DFT_BATCH_SIZE = config.get("dft", {}).get("batch_size", 20)
+    DFT_BATCH_SIZE = config["dft"]["batch_size"]
     DFT_BATCHES = range(-(-count_frames(DFT_STRUCTURES) // DFT_BATCH_SIZE))
     REAL_SOURCE = expand(RESULTS + "/dft/batch{k}.extxyz", k=DFT_BATCHES)
 
@@ -25,8 +26,8 @@ rule dft:
     log:
         RESULTS + "/logs/dft/batch{k}.log",
     shell:
-        "synthpre dft --settings {params.settings:q} --structures {input} --batch {wildcards.k} "
-        "--cache-dir {params.cache} --out {output} > {log} 2>&1"
+        "synthpre dft --settings {params.settings:q} --structures {input:q} "
+        "--batch {wildcards.k} --cache-dir {params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule fetch_real:
@@ -34,11 +35,12 @@ rule fetch_real:
         RESULTS + "/real/fetched.extxyz",
     params:
         dataset=config["real"]["source"].removeprefix(FETCH_PREFIX),
+        root=RESULTS + "/real/load-atoms",
     log:
         RESULTS + "/logs/fetch_real.log",
     shell:
-        "synthpre fetch --dataset {params.dataset:q} --root $(dirname {output})/load-atoms "
-        "--out {output} > {log} 2>&1"
+        "synthpre fetch --dataset {params.dataset:q} --root {params.root:q} "
+        "--out {output:q} > {log:q} 2>&1"
 
 
 rule real_data:
@@ -48,11 +50,12 @@ rule real_data:
         test=RESULTS + "/real/test.h5",
         val=RESULTS + "/real/val.h5",
         pool=RESULTS + "/real/pool.h5",
-        subsets=RESULTS + "/real/subsets.json",
+        summary=RESULTS + "/real/summary.json",
     params:
-        settings=lambda w: settings("real", "elements", "finetune"),
+        settings=lambda w: settings("real"),
+        out_dir=RESULTS + "/real",
     log:
         RESULTS + "/logs/real_data.log",
     shell:
-        "synthpre real --settings {params.settings:q} --source {input} "
-        "--out-dir $(dirname {output.subsets}) > {log} 2>&1"
+        "synthpre real --settings {params.settings:q} --source {input:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

@@ -23,7 +23,7 @@ rule md:
         frames=RESULTS + "/md/{teacher}/{job}/frames.extxyz",
         status=RESULTS + "/md/{teacher}/{job}/md.json",
     params:
-        settings=lambda w: settings("synthetic", "teachers", "elements"),
+        settings=lambda w: settings("md", w.teacher),
         # MPI ranks: resources tasks > 1 (profiles set them) prefix the command with the MPI
         # launcher (resource "mpi", default mpiexec; "srun" on SLURM); one rank runs plain.
         mpi=lambda w, resources: mpi_prefix(resources, w.teacher),
@@ -31,8 +31,8 @@ rule md:
         RESULTS + "/logs/md/{teacher}/{job}.log",
     shell:
         "{params.mpi}synthpre md --settings {params.settings:q} --teacher {wildcards.teacher} "
-        "--job {wildcards.job} --out-frames {output.frames} --out-status {output.status} "
-        "> {log} 2>&1"
+        "--job {wildcards.job} --out-frames {output.frames:q} --out-status {output.status:q} "
+        "> {log:q} 2>&1"
 
 
 rule label:
@@ -41,13 +41,13 @@ rule label:
     output:
         RESULTS + "/labels/{labeller}/{job}.extxyz",
     params:
-        settings=lambda w: settings("teachers"),
+        settings=lambda w: settings("label", w.labeller),
         mpi=lambda w, resources: mpi_prefix(resources, w.labeller),
     log:
         RESULTS + "/logs/label/{labeller}/{job}.log",
     shell:
         "{params.mpi}synthpre label --settings {params.settings:q} --labeller {wildcards.labeller} "
-        "--frames {input.frames} --out {output} > {log} 2>&1"
+        "--frames {input.frames:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule shard:
@@ -57,9 +57,9 @@ rule shard:
     output:
         manifest=RESULTS + "/shards/{labeller}/manifest.json",
     params:
-        settings=lambda w: settings("synthetic", "model"),
+        settings=lambda w: settings("shard"),
     log:
         RESULTS + "/logs/shard/{labeller}.log",
     shell:
-        "synthpre shard --settings {params.settings:q} --labelled {input.labelled} "
-        "--status {input.status} --manifest {output.manifest} > {log} 2>&1"
+        "synthpre shard --settings {params.settings:q} --labelled {input.labelled:q} "
+        "--status {input.status:q} --manifest {output.manifest:q} > {log:q} 2>&1"

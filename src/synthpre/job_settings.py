@@ -1,0 +1,69 @@
+"""What each rule's job reads from the config, and nothing more.
+
+Snakemake reruns a job when its ``params`` change. A rule handed whole config sections would
+rerun whenever any field of them changed (adding one real-data size used to retrain every
+point; adding a labeller reran every MD trajectory). So every rule passes its job exactly the
+fields that job reads, as one JSON string; the lists of sizes, seeds and labellers that only
+fan jobs out never reach a job. The CLI reads these same slices, so a stage run by hand takes
+the same JSON.
+"""
+from __future__ import annotations
+
+import json
+
+# Fields of the training recipe (``train`` merged with a stage's overrides) that a job reads.
+TRAIN_FIELDS = ("batch_size", "val_batch_size", "lr", "energy_weight", "ema_decay", "patience",
+                "min_delta", "max_epochs", "seed")
+
+
+def as_json(settings: dict) -> str:
+    """Canonical JSON (sorted keys), so equal settings give equal params."""
+    return json.dumps(settings, sort_keys=True)
+
+
+def teacher_spec(config: dict, name: str) -> dict:
+    """The config's own definition of a teacher, or {} for a built-in one."""
+    custom = config.get("teachers") or {}
+    return {name: custom[name]} if name in custom else {}
+
+
+def md(config: dict, teacher: str) -> dict:
+    syn = config["synthetic"]
+    return {"teachers": teacher_spec(config, teacher), "elements": config["elements"],
+            "n_atoms": syn["n_atoms"], "min_distance": syn["min_distance"],
+            "seed": syn["seed"], "protocol": syn["protocol"]}
+
+
+def label(config: dict, labeller: str) -> dict:
+    return {"teachers": teacher_spec(config, labeller)}
+
+
+def shard(config: dict) -> dict:
+    syn = config["synthetic"]
+    return {"filters": syn["filters"], "val_fraction": syn["val_fraction"],
+            "seed": syn["seed"], "frames_per_shard": syn["frames_per_shard"],
+            "r_max": config["model"]["r_max"]}
+
+
+def real(config: dict) -> dict:
+    """The ``real`` section without its source (that is the rule's input file) and the
+    elements: not the sizes or seeds, so adding one does not redo the splits."""
+    return {"real": {k: v for k, v in config["real"].items() if k != "source"},
+            "elements": config["elements"]}
+
+
+def dft(config: dict) -> dict:
+    return {"dft": config["dft"]}
+
+
+def train(config: dict, stage: str) -> dict:
+    """A training job's recipe: the model, and ``train`` merged with the stage's overrides.
+    ``stage`` is pretrain, finetune or scratch (scratch uses the finetune recipe from fresh
+    weights, so it has no ``refit_shift``)."""
+    section = "pretrain" if stage == "pretrain" else "finetune"
+    merged = {**config["train"], **config[section]}
+    settings = {"elements": config["elements"], "model": config["model"],
+                "train": {k: merged[k] for k in TRAIN_FIELDS if k in merged}}
+    if stage == "finetune":
+        settings["refit_shift"] = config["finetune"]["refit_shift"]
+    return settings
