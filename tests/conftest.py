@@ -36,3 +36,16 @@ def real_like_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("real") / "real.extxyz"
     make_real_like(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, real_like_file):
+    """The tiny config run to the end once; its real data sit at a path with a space."""
+    from snakemake_run import snakemake, write_override
+
+    workdir = tmp_path_factory.mktemp("pipeline")
+    real = workdir / "real data.extxyz"
+    real.write_bytes(real_like_file.read_bytes())
+    write_override(workdir, real)
+    snakemake(workdir, "--cores", "2")
+    return workdir

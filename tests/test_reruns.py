@@ -1,0 +1,182 @@
+"""Reruns you can trust: after a finished tiny run, changing the study reruns exactly what the
+change touches; a rerun never continues another job's checkpoint; bad or corrupt input fails
+naming the file or config field and leaves no output."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from synthpre.shards import sha256
+
+from snakemake_run import REPO, SNAKEMAKE, planned_jobs, snakemake, write_override
+
+SYNTHPRE = str(Path(sys.executable).parent / "synthpre")
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_run, tmp_path_factory):
+    """A private copy of the finished tiny run (metadata and times kept), brought up to date."""
+    workdir = tmp_path_factory.mktemp("reruns") / "run"
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    snakemake(workdir, "--cores", "2")
+    assert planned_jobs(workdir) == {}
+    return workdir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("change, expected", [
+    ({"finetune": {"n_train": [3, 4, 6], "seeds": [1], "max_epochs": 2}},
+     {"finetune": 2, "scratch": 1, "evaluate": 3, "aggregate": 1}),
+    ({"finetune": {"n_train": [3, 6], "seeds": [1, 2], "max_epochs": 2}},
+     {"finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
+    ({"synthetic": {"labellers": ["snap_c", "lcbop", "tersoff"]}},
+     {"label": 2, "shard": 1, "pretrain": 1, "finetune": 2, "evaluate": 2, "aggregate": 1}),
+    ({"finetune": {"n_train": [3, 6], "seeds": [1], "max_epochs": 2, "lr": 0.001}},
+     {"finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
+    ({"pretrain": {"max_epochs": 2, "lr": 0.002}},
+     {"pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1}),
+    ({"real": {"test_fraction": 0.3}},
+     {"real_data": 1, "finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
+])
+def test_a_change_schedules_exactly_the_jobs_it_touches(finished, change, expected):
+    if "real" in change:  # keep the override's source, change one split setting
+        source = yaml.safe_load((finished / "override.yaml").read_text())["real"]["source"]
+        change = {"real": {"source": source, **change["real"]}}
+    assert planned_jobs(finished, **change) == expected
+
+
+@pytest.mark.slow
+def test_new_learning_rates_retrain_from_fresh_weights_and_the_new_pretrained_model(finished):
+    """finetune.lr and pretrain.lr change: both rerun (as planned above), the first epoch of
+    every fine-tune and scratch run uses the new lr, and each fine-tune starts from the new
+    pre-trained model (the old checkpoints were not continued)."""
+    run = finished / "results/tiny"
+    old_ft = torch.load(run / "finetune/lcbop/n6/s1/model.pt", weights_only=True)
+    override = yaml.safe_load((finished / "override.yaml").read_text())
+    override.update(finetune={"n_train": [3, 6], "seeds": [1], "max_epochs": 2, "lr": 0.001},
+                    pretrain={"max_epochs": 2, "lr": 0.002})
+    (finished / "override.yaml").write_text(yaml.safe_dump(override))
+    snakemake(finished, "--cores", "2")
+    for labeller in ("snap_c", "lcbop"):
+        first = (run / f"pretrain/{labeller}/train/metrics.csv").read_text().splitlines()[1]
+        assert float(first.split(",")[4]) == 0.002
+    for point in ("scratch/n3/s1", "scratch/n6/s1", "finetune/snap_c/n3/s1",
+                  "finetune/lcbop/n6/s1"):
+        rows = (run / point / "train/metrics.csv").read_text().splitlines()
+        assert [float(r.split(",")[4]) for r in rows[1:]] == [0.001, 0.001], point
+        assert "starting fresh" in (run / f"logs/{point}.log").read_text()
+    new_ft = torch.load(run / "finetune/lcbop/n6/s1/model.pt", weights_only=True)
+    assert new_ft["meta"]["input_sha256"]["init"] == sha256(run / "pretrain/lcbop/model.pt")
+    assert new_ft["meta"]["input_sha256"]["init"] != old_ft["meta"]["input_sha256"]["init"]
+    assert new_ft["meta"]["settings"]["train"]["lr"] == 0.001
+    assert planned_jobs(finished) == {}
+
+
+def _pretrain(shards: Path, out: Path) -> subprocess.CompletedProcess:
+    settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1, "num_features": 4,
+                                             "num_basis": 4},
+                "train": {"max_epochs": 1, "batch_size": 5}}
+    return subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--stage",
+                           "pretrain", "--manifest", str(shards / "manifest.json"), "--out",
+                           str(out)], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_nan_in_a_shard_fails_pretraining_naming_the_shard(finished, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(finished / "results/tiny/shards/lcbop", shards)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    entry = next(e for e in manifest["shards"] if e["split"] == "train")
+    with h5py.File(shards / entry["file"], "r+") as h5:
+        h5["energy"][1] = np.nan
+    entry["sha256"] = sha256(shards / entry["file"])  # a NaN written by a labeller, not damage
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    proc = _pretrain(shards, tmp_path / "pre" / "model.pt")
+    assert proc.returncode == 2
+    assert f"{shards / entry['file']}: non-finite energy in structure 1" in proc.stderr
+    assert not (tmp_path / "pre" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_truncated_shard_and_empty_model_are_named(finished, tmp_path):
+    shards = tmp_path / "shards"
+    shutil.copytree(finished / "results/tiny/shards/lcbop", shards)
+    shard = shards / "train-00000.h5"
+    shard.write_bytes(shard.read_bytes()[:1000])
+    proc = _pretrain(shards, tmp_path / "pre" / "model.pt")
+    assert proc.returncode == 2
+    assert f"{shard}: sha256" in proc.stderr and "differs from" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    from synthpre.shards import read_shard
+    with pytest.raises(ValueError, match=f"{shard}: not a readable shard"):
+        read_shard(shard)
+
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    real = finished / "results/tiny/real"
+    proc = subprocess.run([SYNTHPRE, "evaluate", "--model", str(empty), "--test",
+                           str(real / "test.h5"), "--val", str(real / "val.h5"), "--point",
+                           "scratch/n3/s1", "--out", str(tmp_path / "m.json"), "--parity",
+                           str(tmp_path / "p.npz")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert f"{empty}: not a readable synthpre model file" in proc.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path, real_like_file):
+    from synthpre.realdata import ingest
+
+    ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
+    workdir = tmp_path / "out" / "train"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from synthpre.atomic import folder_lock\n"
+         f"with folder_lock({str(workdir)!r}, 'training'):\n"
+         "    print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1,
+                                                 "num_features": 4, "num_basis": 4},
+                    "train": {"max_epochs": 1, "batch_size": 2}}
+        proc = subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--stage",
+                               "scratch", "--real-dir", str(tmp_path / "real"), "--n", "3",
+                               "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        holder.kill()
+    assert proc.returncode == 2
+    assert f"{workdir} is being written by another training (pid {holder.pid}" in proc.stderr
+    assert not (tmp_path / "out" / "model.pt").exists()
+
+
+def test_bad_real_data_content_stops_before_any_job(tmp_path, real_like_file):
+    from synthpre.frames import read_frames, write_frames
+
+    frames = read_frames(real_like_file)
+    frames[2].arrays.pop("forces")
+    bad = tmp_path / "bad real.extxyz"
+    write_frames(bad, frames)
+    write_override(tmp_path, bad)
+    proc = snakemake(tmp_path, "--cores", "1", "-n", check=False)
+    assert proc.returncode != 0
+    assert f"config field 'real.source': {bad}, structure 2: missing forces key" \
+        in proc.stdout + proc.stderr
+
+
+def test_snakefile_finds_its_default_config_from_another_directory(tmp_path, real_like_file):
+    """`-s path/to/Snakefile --configfile configs/tiny.yaml` from elsewhere: config.yaml is
+    found beside the Snakefile."""
+    write_override(tmp_path, real_like_file)
+    proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", str(REPO / "configs/tiny.yaml"),
+                           str(tmp_path / "override.yaml")], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "pretrain" in proc.stdout
