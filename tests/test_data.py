@@ -98,7 +98,7 @@ def test_nested_subsets_and_fixed_test_split(real_like_file, tmp_path):
     pool = {r["positions"].tobytes() for r in read_shard(tmp_path / "pool.h5")}
     assert not test & pool and not val & pool and not test & val
     assert len(pool) == summary["n_pool"]
-    again = ingest(str(real_like_file), str(tmp_path / "again"), ["C"])
+    ingest(str(real_like_file), str(tmp_path / "again"), ["C"])
     assert [r["positions"].tobytes() for r in training_subset(str(tmp_path / "again"), 6, 1)] \
         == [r["positions"].tobytes() for r in a6]
     with pytest.raises(ValueError, match="finetune.n_train"):
