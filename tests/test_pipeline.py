@@ -36,7 +36,14 @@ def test_tiny_pipeline_writes_learning_curves(tiny_run, real_like_file):
     manifest = json.loads((tiny_run / "results/tiny/shards/lcbop/manifest.json").read_text())
     assert manifest["labeller"] == "lcbop" and manifest["counts"]["val"] > 0
     metrics = json.loads((tiny_run / "results/tiny/finetune/snap_c/n3/s1/metrics.json").read_text())
-    assert metrics["mode"] == "finetune" and metrics["n"] == 3 and metrics["epochs"] == 2
+    assert metrics["mode"] == "finetune" and metrics["n"] == 3
+    # n=3 at batch 5 is one step an epoch: min_steps 4 carries it past max_epochs 2
+    assert (metrics["steps"], metrics["epochs"], metrics["stop_reason"]) == (4, 4, "min_steps")
+    six = table[(table["mode"] == "scratch") & (table["n"] == 6)].iloc[0]
+    assert (six["steps_mean"], six["epochs_mean"], six["stop_reasons"]) == (4, 2, "max_epochs")
+    pre = table[table["mode"] == "finetune"]
+    assert set(pre["scratch_n_equivalent_force_how"]) <= {"interpolated", "extrapolated",
+                                                          "not reached"}
     assert metrics["test_n_structures"] > 0 and metrics["test_energy_rmse_per_atom"] > 0
     parity = np.load(tiny_run / "results/tiny/finetune/snap_c/n3/s1/parity.npz")
     assert len(parity["energy_ref"]) == metrics["test_n_structures"]

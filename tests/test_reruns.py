@@ -34,15 +34,15 @@ def finished(tiny_run, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("change, expected", [
-    ({"finetune": {"n_train": [3, 4, 6], "seeds": [1], "max_epochs": 2}},
+    ({"finetune": {"n_train": [3, 4, 6]}},
      {"finetune": 2, "scratch": 1, "evaluate": 3, "aggregate": 1}),
-    ({"finetune": {"n_train": [3, 6], "seeds": [1, 2], "max_epochs": 2}},
+    ({"finetune": {"seeds": [1, 2]}},
      {"finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
     ({"synthetic": {"labellers": ["snap_c", "lcbop", "tersoff"]}},
      {"label": 2, "shard": 1, "pretrain": 1, "finetune": 2, "evaluate": 2, "aggregate": 1}),
-    ({"finetune": {"n_train": [3, 6], "seeds": [1], "max_epochs": 2, "lr": 0.001}},
+    ({"finetune": {"lr": 0.001}},
      {"finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
-    ({"pretrain": {"max_epochs": 2, "lr": 0.002}},
+    ({"pretrain": {"lr": 0.002}},
      {"pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1}),
     ({"real": {"test_fraction": 0.3}},
      {"real_data": 1, "finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
@@ -62,8 +62,7 @@ def test_new_learning_rates_retrain_from_fresh_weights_and_the_new_pretrained_mo
     run = finished / "results/tiny"
     old_ft = torch.load(run / "finetune/lcbop/n6/s1/model.pt", weights_only=True)
     override = yaml.safe_load((finished / "override.yaml").read_text())
-    override.update(finetune={"n_train": [3, 6], "seeds": [1], "max_epochs": 2, "lr": 0.001},
-                    pretrain={"max_epochs": 2, "lr": 0.002})
+    override.update(finetune={"lr": 0.001}, pretrain={"lr": 0.002})
     (finished / "override.yaml").write_text(yaml.safe_dump(override))
     snakemake(finished, "--cores", "2")
     for labeller in ("snap_c", "lcbop"):
@@ -72,7 +71,8 @@ def test_new_learning_rates_retrain_from_fresh_weights_and_the_new_pretrained_mo
     for point in ("scratch/n3/s1", "scratch/n6/s1", "finetune/snap_c/n3/s1",
                   "finetune/lcbop/n6/s1"):
         rows = (run / point / "train/metrics.csv").read_text().splitlines()
-        assert [float(r.split(",")[4]) for r in rows[1:]] == [0.001, 0.001], point
+        lrs = [float(r.split(",")[4]) for r in rows[1:]]
+        assert len(lrs) >= 2 and set(lrs) == {0.001}, point
         assert "starting fresh" in (run / f"logs/{point}.log").read_text()
     new_ft = torch.load(run / "finetune/lcbop/n6/s1/model.pt", weights_only=True)
     assert new_ft["meta"]["input_sha256"]["init"] == sha256(run / "pretrain/lcbop/model.pt")

@@ -184,11 +184,27 @@ def test_early_stopping(tmp_path):
     train_recs, val_recs = carbon_records(2, 6), carbon_records(2, 7)
     cfg = TrainConfig(max_epochs=50, lr=0.0, patience=3)
     summary = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
-    assert summary["stopped_early"] and summary["epochs"] == 4 and summary["best_epoch"] == 1
+    assert summary["stop_reason"] == "patience"
+    assert summary["epochs"] == 4 and summary["best_epoch"] == 1
     again = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
     assert again["epochs"] == 4
     assert [h["train_loss"] for h in again["history"]] == \
         [h["train_loss"] for h in summary["history"]]
+
+
+def test_min_steps_gives_small_and_large_n_the_same_steps(tmp_path):
+    """The budget counts gradient steps: n=3 (one step an epoch) trains as many steps as n=30
+    (ten an epoch), and patience cannot stop either before min_steps."""
+    val_recs = carbon_records(2, 7)
+    cfg = TrainConfig(max_epochs=1, min_steps=20, batch_size=3, patience=1, lr=0.0)
+    runs = {n: train(tiny_model(carbon_records(n, 8)), carbon_records(n, 8), val_recs, cfg,
+                     tmp_path / f"n{n}") for n in (3, 30)}
+    assert runs[3]["steps"] == runs[30]["steps"] == 20
+    assert (runs[3]["epochs"], runs[30]["epochs"]) == (20, 2)
+    assert runs[3]["stop_reason"] == runs[30]["stop_reason"] == "patience"
+    plain = train(tiny_model(carbon_records(3, 8)), carbon_records(3, 8), val_recs,
+                  TrainConfig(max_epochs=1, batch_size=3), tmp_path / "plain")
+    assert (plain["steps"], plain["stop_reason"]) == (1, "max_epochs")
 
 
 def test_nve_conserves_energy(trained):

@@ -7,7 +7,7 @@ import pytest
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
 from synthpre.train import predict
-from synthpre.training_job import check_compatible, refit_shift
+from synthpre.training_job import check_compatible, fit_shift
 
 from test_train import carbon_records
 
@@ -30,14 +30,14 @@ def test_fine_tuning_checks_name_element_and_cutoff(tmp_path):
     check_compatible(model, str(path), ["C"], 4.0)
 
 
-def test_refit_shift_removes_a_constant_per_atom_offset():
+def test_fit_shift_removes_a_constant_per_atom_offset():
     records = carbon_records(5, 11)
     model = small_model()
     base = [e for e, _ in predict(model, records)]
     for record, e in zip(records, base):  # data = model + 2.5 eV/atom
         record["energy"] = e + 2.5 * len(record["numbers"])
     forces_before = [f for _, f in predict(model, records)]
-    change = refit_shift(model, records)
+    change = fit_shift(model, records)
     assert change["C"] == pytest.approx(2.5, abs=1e-9)
     after = predict(model, records)
     for record, (e, f), f0 in zip(records, after, forces_before):

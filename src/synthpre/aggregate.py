@@ -11,19 +11,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .atomic import atomic_path  # noqa: E402
+from .atomic import atomic_path, read_json  # noqa: E402
 
 METRICS = {"test_energy_rmse_per_atom": ("Energy RMSE (meV/atom)", 1000.0),
            "test_force_rmse": ("Force RMSE (eV/Å)", 1.0)}
 
 
+# The training budget each point got (training.py's stopping rule), kept beside its errors.
+BUDGET = ["steps", "epochs", "best_epoch", "train_wall_s"]
+
+
 def load_metrics(paths: list[str]) -> pd.DataFrame:
     rows = []
     for path in paths:
-        m = json.loads(Path(path).read_text())
+        m = read_json(path, "metrics file")
         rows.append({"mode": m["mode"], "labeller": m["labeller"], "n": m["n"], "seed": m["seed"],
-                     **{k: m[k] for k in METRICS}, "epochs": m["epochs"],
-                     "train_wall_s": m["train_wall_s"], "metrics_file": path})
+                     **{k: m[k] for k in METRICS}, **{k: m[k] for k in BUDGET},
+                     "stop_reason": m["stop_reason"], "metrics_file": path})
     return pd.DataFrame(rows)
 
 
@@ -32,7 +36,43 @@ def learning_curve(df: pd.DataFrame) -> pd.DataFrame:
     table = grouped[list(METRICS)].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table["n_seeds"] = grouped.size()
-    return table.reset_index().sort_values(["mode", "labeller", "n"])
+    for key in BUDGET:
+        table[f"{key}_mean"] = grouped[key].mean()
+    table["stop_reasons"] = grouped["stop_reason"].agg(lambda r: " ".join(sorted(set(r))))
+    table = table.reset_index().sort_values(["mode", "labeller", "n"])
+    return add_data_efficiency(table)
+
+
+def equivalent_n(sizes, errors, target: float) -> tuple[float | None, str]:
+    """The n at which a curve of (sizes, errors) reaches ``target``: piecewise linear in
+    log-log, between the first bracketing pair of points ("interpolated"), else along the
+    nearest end segment ("extrapolated") when that segment falls; otherwise (None, "not
+    reached")."""
+    x, y, t = np.log(np.asarray(sizes, float)), np.log(np.asarray(errors, float)), np.log(target)
+    for i in range(len(x) - 1):
+        if min(y[i], y[i + 1]) <= t <= max(y[i], y[i + 1]) and y[i] != y[i + 1]:
+            return float(np.exp(x[i] + (t - y[i]) * (x[i + 1] - x[i]) / (y[i + 1] - y[i]))), \
+                "interpolated"
+    i = 0 if t > y[0] else len(x) - 2
+    slope = (y[i + 1] - y[i]) / (x[i + 1] - x[i])
+    if slope < 0:
+        return float(np.exp(x[i] + (t - y[i]) / slope)), "extrapolated"
+    return None, "not reached"
+
+
+def add_data_efficiency(table: pd.DataFrame) -> pd.DataFrame:
+    """For each pre-trained point: how many real structures a scratch model needs for the same
+    test error (the paper: 25 with pre-training about match 800 without). Needs two or more
+    scratch sizes; the ``*_how`` column says whether the number was interpolated."""
+    scratch = table[table["mode"] == "scratch"].sort_values("n")
+    if len(scratch) < 2:
+        return table
+    for metric, short in (("test_force_rmse", "force"), ("test_energy_rmse_per_atom", "energy")):
+        found = [equivalent_n(scratch["n"], scratch[f"{metric}_mean"], row[f"{metric}_mean"])
+                 if row["mode"] != "scratch" else (None, "") for _, row in table.iterrows()]
+        table[f"scratch_n_equivalent_{short}"] = [n for n, _ in found]
+        table[f"scratch_n_equivalent_{short}_how"] = [how for _, how in found]
+    return table
 
 
 def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:

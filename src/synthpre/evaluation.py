@@ -22,6 +22,10 @@ def parse_point(point: str) -> dict:
             "n": int(match["n"]), "seed": int(match["seed"])}
 
 
+# What every trained model records of its budget (synthpre.train's summary).
+TRAINING_RECORD = ("epochs", "steps", "best_epoch", "stop_reason", "wall_time_s", "n_parameters")
+
+
 def write_parity(path: str, records: list[dict], preds: list) -> None:
     """Reference and predicted per-atom energies and force components, for parity plots."""
     natoms = np.array([len(r["numbers"]) for r in records], dtype=float)
@@ -37,6 +41,10 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
                    parity_out: str) -> dict:
     info = parse_point(point)
     model, meta = load_model(model_path)
+    missing = [k for k in TRAINING_RECORD if k not in meta]
+    if missing:
+        raise ValueError(f"{model_path}: the model file has no training record {missing} "
+                         f"(written by `synthpre train` of an older version?); retrain it")
     test_records = read_shard(test_path)
     test_preds = predict(model, test_records)
     test = evaluate_metrics(model, test_records, preds=test_preds)
@@ -45,8 +53,8 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
         **info,
         **{f"test_{k}": v for k, v in test.items()},
         **{f"val_{k}": v for k, v in val.items()},
-        "epochs": meta.get("epochs"), "best_epoch": meta.get("best_epoch"),
-        "train_wall_s": meta.get("wall_time_s"), "n_parameters": meta.get("n_parameters"),
+        **{k: meta[k] for k in TRAINING_RECORD if k != "wall_time_s"},
+        "train_wall_s": meta["wall_time_s"],
         "model": model_path,
     }
     write_parity(parity_out, test_records, test_preds)

@@ -13,7 +13,7 @@ import json
 
 # Fields of the training recipe (``train`` merged with a stage's overrides) that a job reads.
 TRAIN_FIELDS = ("batch_size", "val_batch_size", "lr", "energy_weight", "ema_decay", "patience",
-                "min_delta", "max_epochs", "seed")
+                "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed")
 
 
 def as_json(settings: dict) -> str:
@@ -58,12 +58,12 @@ def dft(config: dict) -> dict:
 
 def train(config: dict, stage: str) -> dict:
     """A training job's recipe: the model, and ``train`` merged with the stage's overrides.
-    ``stage`` is pretrain, finetune or scratch (scratch uses the finetune recipe from fresh
-    weights, so it has no ``refit_shift``)."""
+    ``stage`` is pretrain, finetune or scratch (scratch: the finetune recipe from fresh
+    weights; both fit the energy shift to their data or neither, so the comparison is fair)."""
     section = "pretrain" if stage == "pretrain" else "finetune"
     merged = {**config["train"], **config[section]}
     settings = {"elements": config["elements"], "model": config["model"],
                 "train": {k: merged[k] for k in TRAIN_FIELDS if k in merged}}
-    if stage == "finetune":
-        settings["refit_shift"] = config["finetune"]["refit_shift"]
+    if stage != "pretrain":
+        settings["fit_shift"] = config["finetune"]["fit_shift"]
     return settings

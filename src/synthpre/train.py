@@ -40,7 +40,7 @@ from .stats import neighbour_count
 log = logging.getLogger(__name__)
 
 METRIC_COLUMNS = ["epoch", "train_loss", "val_energy_rmse_per_atom", "val_force_rmse", "lr",
-                  "wall_time_s"]
+                  "wall_time_s", "steps"]
 
 
 @dataclass
@@ -48,6 +48,7 @@ class TrainConfig:
     """The paper's protocol by default; the dtype is the model's own (its config)."""
 
     max_epochs: int = 300
+    min_steps: int = 0          # gradient steps before any stop: n=10 at batch 10 is 1 step/epoch
     batch_size: int = 10
     val_batch_size: int = 20
     lr: float = 5e-3
@@ -205,6 +206,18 @@ def _write_metrics(path: Path, history: list[dict]) -> None:
         tmp.write_text(buf.getvalue())
 
 
+def _stop_reason(state: dict, cfg: TrainConfig) -> str | None:
+    """The one stopping rule of every model: never before ``min_steps`` gradient steps; then
+    at ``patience`` epochs without improvement, or when ``max_epochs`` are done."""
+    if state["ema_updates"] < cfg.min_steps:
+        return None
+    if state["bad_epochs"] >= cfg.patience:
+        return "patience"
+    if state["epoch"] >= cfg.max_epochs:  # past max_epochs only to reach min_steps
+        return "max_epochs" if state["epoch"] == cfg.max_epochs else "min_steps"
+    return None
+
+
 class TrainingDiverged(ValueError):
     """A non-finite loss or validation error: never a result."""
 
@@ -267,8 +280,8 @@ def train(model: NequIP,
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     state = {"epoch": 0, "ema_updates": 0, "best": math.inf, "best_epoch": 0,
-             "ref": math.inf, "bad_epochs": 0, "done": False, "wall_time_s": 0.0,
-             "history": [], "batches_done": 0, "epoch_losses": [], "finished": False}
+             "ref": math.inf, "bad_epochs": 0, "wall_time_s": 0.0, "history": [],
+             "batches_done": 0, "epoch_losses": [], "finished": False, "stop_reason": None}
     fingerprint = fingerprint or {}
     ckpt = _read_checkpoint(ckpt_path) if ckpt_path.exists() else None
     if ckpt is not None and not _resumable(ckpt, fingerprint, ckpt_path):
@@ -302,7 +315,7 @@ def train(model: NequIP,
                             "torch_rng": torch.get_rng_state(), "state": state,
                             "fingerprint": fingerprint}, tmp)
 
-    while not state["done"] and state["epoch"] < cfg.max_epochs:
+    while not state["finished"]:
         start = time.perf_counter()
         epoch = state["epoch"] + 1
         batches = _train_batches(train_data, epoch, cfg, graphs, graph_args)
@@ -341,18 +354,19 @@ def train(model: NequIP,
                            {**meta, "epoch": epoch, "val_force_rmse": val_f,
                             "val_energy_rmse_per_atom": val["energy_rmse_per_atom"]})
         state["epoch"] = epoch
-        state["done"] = state["bad_epochs"] >= cfg.patience
+        state["stop_reason"] = _stop_reason(state, cfg)
+        state["finished"] = state["stop_reason"] is not None
         state["wall_time_s"] += time.perf_counter() - start
         state["history"].append({
             "epoch": epoch, "train_loss": float(np.mean(losses)),
             "val_energy_rmse_per_atom": val["energy_rmse_per_atom"], "val_force_rmse": val_f,
-            "lr": optimizer.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"]})
+            "lr": optimizer.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"],
+            "steps": state["ema_updates"]})
         if rank == 0:
             _write_metrics(out_dir / "metrics.csv", state["history"])
         log.info("%s: epoch %d, train loss %.5g, val E %.4g eV/atom, val F %.4g eV/Å, lr %.3g",
                  name, epoch, state["history"][-1]["train_loss"], val["energy_rmse_per_atom"],
                  val_f, optimizer.param_groups[0]["lr"])
-        state["finished"] = state["done"] or epoch >= cfg.max_epochs
         checkpoint()
         if size > 1:
             dist.barrier()  # the files are complete before any rank reads them
@@ -361,7 +375,9 @@ def train(model: NequIP,
         best = torch.load(out_dir / "model.pt", map_location=device, weights_only=True)
         model.load_state_dict(best["state_dict"])
     model.eval()
-    return {"epochs": state["epoch"], "best_epoch": state["best_epoch"],
-            "best_val_force_rmse": state["best"], "stopped_early": state["done"],
-            "wall_time_s": state["wall_time_s"], "n_parameters": count_parameters(model),
-            "history": state["history"]}
+    log.info("%s: stopped after epoch %d (%d steps): %s; best epoch %d", name, state["epoch"],
+             state["ema_updates"], state["stop_reason"], state["best_epoch"])
+    return {"epochs": state["epoch"], "steps": state["ema_updates"],
+            "best_epoch": state["best_epoch"], "best_val_force_rmse": state["best"],
+            "stop_reason": state["stop_reason"], "wall_time_s": state["wall_time_s"],
+            "n_parameters": count_parameters(model), "history": state["history"]}

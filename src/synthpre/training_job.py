@@ -61,12 +61,13 @@ def join_ranks_and_pick_device() -> str:
     return "cpu"
 
 
-def refit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
-    """Move the per-species energy shift by the least-squares per-atom residual of the
-    pre-trained model on the fine-tuning data. Needed when the teacher's isolated-atom
-    reference is not physical (SNAP was never fitted to an isolated atom), so its relative
-    energies sit eV/atom away from the DFT ones; the paper's teachers share the reference and
-    keep the shift fixed at 0."""
+def fit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
+    """Move the per-species energy shift by the model's least-squares per-atom residual on the
+    training data. A pre-trained model needs it when the teacher's isolated-atom reference is
+    not physical (SNAP was never fitted to an isolated atom, so its relative energies sit
+    eV/atom away from the DFT ones); a fresh model starts ~8 eV/atom from DFT carbon energies
+    and would otherwise spend its first hundreds of steps learning that offset through its
+    weights (NequIP's default shift is this mean). The paper kept the shift at 0 for both."""
     counts = np.array([[np.sum(r["numbers"] == atomic_numbers[s]) for s in model.species]
                        for r in records], dtype=float)
     residual = np.array([r["energy"] - e for r, (e, _) in zip(records, predict(model, records))])
@@ -124,14 +125,14 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
     checksums = {key: sha256(path) for key, path in inputs.items()}
     fingerprint = {"stage": stage, "settings": settings, "n": n, "seed": seed, **checksums}
     source["input_sha256"] = checksums
-    if init and settings["refit_shift"]:
-        source["shift_change"] = refit_shift(model, train_data)
-    elif not init:
+    if not init:
         if avg_neighbours is None:
             avg_neighbours = mean_neighbors(train_data, model_cfg["r_max"])
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
         model = NequIP.from_config({**model_cfg, "species": species,
                                     "avg_num_neighbors": avg_neighbours})
+    if stage != "pretrain" and settings["fit_shift"]:
+        source["shift_change"] = fit_shift(model, train_data)
     with folder_lock(workdir, "training") if world()[0] == 0 else contextlib.nullcontext():
         summary = train(model, train_data, val, cfg, workdir,
                         meta={"e0": e0, "stage": stage, **source},
