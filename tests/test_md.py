@@ -78,3 +78,26 @@ def test_job_names_round_trip():
                     "replicas": 2})
     assert len(jobs) == 8 and jobs[0] == "d1.5-T2000-r0"
     assert parse_job("d3-T3500.5-r1") == (3.0, 3500.5, 1)
+
+
+def test_md_and_labelling_log_progress(caplog, monkeypatch):
+    """Progress lines (here one per dump, interval 0) carry step, time, T, energy and rate."""
+    import re
+
+    import synthpre.progress
+    from synthpre.label import label_frames
+
+    monkeypatch.setattr(synthpre.progress, "INTERVAL_S", 0.0)
+    protocol = Protocol.from_config({"dump_every_ps": 0.05, "stages": [
+        {"name": "melt", "T_start": 3000, "T_end": 3000, "duration_ps": 0.1}]})
+    with caplog.at_level("INFO"):
+        result = run_trajectory(get_teacher("tersoff"), {"C": 16}, 2.5, 3000, protocol, seed=1,
+                                traj_id="p0")
+        label_frames(result.frames, get_teacher("lcbop"))
+    assert "md p0: stage melt, 3000 -> 3000 K, 100 steps" in caplog.text
+    lines = re.findall(r"md p0: (\d+)/100 steps .*t ([\d.]+) ps, T (\d+) K, E_pot (-?[\d.]+) "
+                       r"eV/atom, (\d+) atom-steps/s", caplog.text)
+    assert [int(s) for s, *_ in lines] == [50, 100]
+    assert [float(t) for _, t, *_ in lines] == [0.05, 0.1]
+    assert all(500 < float(T) < 9000 and -10 < float(e) < 0 for _, _, T, e, _ in lines)
+    assert "label with lcbop: 2/2 frames" in caplog.text

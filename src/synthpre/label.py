@@ -12,6 +12,7 @@ from ase import Atoms
 
 from .frames import set_labels
 from .lammps_system import isolated_atom_energy, single_point
+from .progress import Progress
 from .teachers import Teacher
 
 
@@ -28,6 +29,7 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
     calculator = labeller.make_calculator() if labeller.is_ase else None
     e0 = e0 or isolated_atom_energies(labeller, elements, calculator, lammps_args)
     labelled = []
+    progress = Progress(f"label with {labeller.name}", len(frames), unit="frames")
     for atoms in frames:
         energy, forces = single_point(atoms, labeller, calculator, lammps_args)
         out = atoms.copy()
@@ -35,4 +37,5 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
         out.info["labeller"] = labeller.name
         out.info.update({f"e0_{s}": v for s, v in e0.items()})
         labelled.append(out)
+        progress.update(len(labelled))
     return labelled

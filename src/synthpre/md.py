@@ -8,6 +8,7 @@ records why; the frames before it are kept or dropped by ``keep_frames_on_failur
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,8 +17,11 @@ import numpy as np
 from ase import Atoms
 
 from .cells import random_cell
-from .lammps_system import LammpsSystem
+from .lammps_system import LammpsSystem, mpi_rank
+from .progress import Progress
 from .teachers import Teacher
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -89,10 +93,15 @@ def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float
     step = 0
     every = protocol.dump_every_steps
     start = time.perf_counter()
+    total = sum(round(stage.duration_ps / dt_ps) for stage in protocol.stages)
+    progress = Progress(f"md {traj_id}", total, unit="steps", enabled=mpi_rank() == 0)
     try:
         for stage in protocol.stages:
             t_a, t_b = _kelvin(stage.t_start, anneal_t), _kelvin(stage.t_end, anneal_t)
             nsteps = round(stage.duration_ps / dt_ps)
+            if mpi_rank() == 0:
+                log.info("md %s: stage %s, %g -> %g K, %d steps", traj_id, stage.name, t_a, t_b,
+                         nsteps)
             lmp.command(f"fix thermostat all nvt temp {t_a!r} {t_b!r} "
                         f"{protocol.tdamp_fs / 1000.0!r}")
             stage_start = step
@@ -103,6 +112,11 @@ def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float
                 lmp.command(f"run {chunk} start {stage_start} stop {stage_start + nsteps} "
                             f"pre {pre} post no")
                 step += chunk
+                progress.update(step, lambda: f"t {step * dt_ps:.2f} ps, T "
+                                f"{lmp.get_thermo('temp'):.0f} K, E_pot "
+                                f"{system.potential_energy() / len(atoms):.3f} eV/atom, "
+                                f"{step * len(atoms) / (time.perf_counter() - start):.0f} "
+                                f"atom-steps/s")
                 failure = _blow_up(system, max(t_a, t_b) * protocol.max_temperature_factor)
                 if failure:
                     raise RuntimeError(failure)

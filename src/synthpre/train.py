@@ -364,9 +364,12 @@ def train(model: NequIP,
             "steps": state["ema_updates"]})
         if rank == 0:
             _write_metrics(out_dir / "metrics.csv", state["history"])
-        log.info("%s: epoch %d, train loss %.5g, val E %.4g eV/atom, val F %.4g eV/Å, lr %.3g",
-                 name, epoch, state["history"][-1]["train_loss"], val["energy_rmse_per_atom"],
-                 val_f, optimizer.param_groups[0]["lr"])
+        seconds = time.perf_counter() - start
+        log.info("%s: epoch %d, train loss %.5g, val E %.4g eV/atom, val F %.4g eV/Å, lr %.3g, "
+                 "%.2f s/epoch, at most %.0f s to max_epochs", name, epoch,
+                 state["history"][-1]["train_loss"], val["energy_rmse_per_atom"], val_f,
+                 optimizer.param_groups[0]["lr"], seconds,
+                 max(0, cfg.max_epochs - epoch) * seconds)
         checkpoint()
         if size > 1:
             dist.barrier()  # the files are complete before any rank reads them

@@ -25,6 +25,8 @@ rule dft:
         cache=RESULTS + "/dft/cache",
     log:
         RESULTS + "/logs/dft/batch{k}.log",
+    benchmark:
+        RESULTS + "/benchmarks/dft/batch{k}.tsv",
     shell:
         "synthpre dft --settings {params.settings:q} --structures {input:q} "
         "--batch {wildcards.k} --cache-dir {params.cache:q} --out {output:q} > {log:q} 2>&1"

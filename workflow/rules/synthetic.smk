@@ -29,6 +29,8 @@ rule md:
         mpi=lambda w, resources: mpi_prefix(resources, w.teacher),
     log:
         RESULTS + "/logs/md/{teacher}/{job}.log",
+    benchmark:
+        RESULTS + "/benchmarks/md/{teacher}/{job}.tsv",
     shell:
         "{params.mpi}synthpre md --settings {params.settings:q} --teacher {wildcards.teacher} "
         "--job {wildcards.job} --out-frames {output.frames:q} --out-status {output.status:q} "
@@ -45,6 +47,8 @@ rule label:
         mpi=lambda w, resources: mpi_prefix(resources, w.labeller),
     log:
         RESULTS + "/logs/label/{labeller}/{job}.log",
+    benchmark:
+        RESULTS + "/benchmarks/label/{labeller}/{job}.tsv",
     shell:
         "{params.mpi}synthpre label --settings {params.settings:q} --labeller {wildcards.labeller} "
         "--frames {input.frames:q} --out {output:q} > {log:q} 2>&1"

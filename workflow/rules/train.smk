@@ -22,6 +22,8 @@ rule pretrain:
         launch=lambda w, resources: data_parallel(resources),
     log:
         RESULTS + "/logs/pretrain/{labeller}.log",
+    benchmark:
+        RESULTS + "/benchmarks/pretrain/{labeller}.tsv",
     shell:
         '{params.launch}"$(command -v synthpre)" train --settings {params.settings:q} '
         "--stage pretrain --manifest {input.manifest:q} --out {output.model:q} > {log:q} 2>&1"
@@ -38,6 +40,8 @@ rule finetune:
         real_dir=RESULTS + "/real",
     log:
         RESULTS + "/logs/finetune/{labeller}/n{n}/s{seed}.log",
+    benchmark:
+        RESULTS + "/benchmarks/finetune/{labeller}/n{n}/s{seed}.tsv",
     shell:
         "synthpre train --settings {params.settings:q} --stage finetune "
         "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
@@ -54,6 +58,8 @@ rule scratch:
         real_dir=RESULTS + "/real",
     log:
         RESULTS + "/logs/scratch/n{n}/s{seed}.log",
+    benchmark:
+        RESULTS + "/benchmarks/scratch/n{n}/s{seed}.tsv",
     shell:
         "synthpre train --settings {params.settings:q} --stage scratch "
         "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
