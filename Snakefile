@@ -27,4 +27,5 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         expand(RESULTS + "/curves/{name}", name=["learning_curve.csv", "learning_curve.png",
-               "learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv"]),
+               "learning_curve.svg", "synthetic_size.png", "parity.png", "datasets.csv",
+               "wall_times.csv"]),

@@ -167,3 +167,32 @@ def test_committed_demo_dft_set_is_physically_sane():
     forces = np.concatenate([a.arrays["forces"] for a in frames])
     assert 1.0 < np.sqrt(np.mean(forces**2)) < 5.0 and np.abs(forces).max() < 30.0
     assert max(np.abs(a.arrays["forces"].sum(axis=0)).max() for a in frames) < 0.1
+
+
+def test_pretraining_subsets_are_nested_and_keep_trajectories_whole(md_frames, tmp_path):
+    from synthpre.sharding import pretraining_subset, shard_paths
+
+    labelled = label_frames(md_frames, get_teacher("tersoff"))
+    files = []
+    for k in range(3):
+        path = tmp_path / f"t{k}.extxyz"
+        write_frames(path, [a for a in labelled if a.info["traj_id"] == f"t{k}"])
+        files.append(str(path))
+    build_shards(files, [], str(tmp_path / "shards"), min_time_ps=0.0, max_force=1e9,
+                 val_fraction=0.0, seed=0, frames_per_shard=4, r_max=4.0)
+    paths = shard_paths(str(tmp_path / "shards" / "manifest.json"), "train")
+    per_traj = len(labelled) // 3
+
+    def chosen(size, seed=5):
+        subset = pretraining_subset(paths, size, seed)
+        records = {p: read_shard(p) for p in subset}
+        return [(p, i, records[p][i]["traj_id"]) for p in paths for i in subset.get(p, [])]
+
+    small, large = chosen(per_traj - 1), chosen(2 * per_traj + 1)
+    assert len(small) == per_traj - 1 and len(large) == 2 * per_traj + 1
+    assert {(p, i) for p, i, _ in small} <= {(p, i) for p, i, _ in large}
+    counts = sorted(np.unique([t for *_, t in large], return_counts=True)[1].tolist())
+    assert counts == [1, per_traj, per_traj]  # two whole trajectories and one frame of a third
+    assert len({t for *_, t in small}) == 1
+    with pytest.raises(ValueError, match="config field 'pretrain.sizes' asks for 999"):
+        pretraining_subset(paths, 999, 0)

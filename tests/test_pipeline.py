@@ -8,6 +8,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from synthpre.frames import read_frames
 
@@ -42,6 +43,12 @@ def test_tiny_pipeline_writes_learning_curves(tiny_run, real_like_file):
     six = table[(table["mode"] == "scratch") & (table["n"] == 6)].iloc[0]
     assert (six["steps_mean"], six["epochs_mean"], six["stop_reasons"]) == (4, 2, "max_epochs")
     pre = table[table["mode"] == "finetune"]
+    n_synthetic = json.loads((tiny_run / "results/tiny/shards/snap_c/manifest.json")
+                             .read_text())["counts"]["train"]
+    assert set(pre["n_pretrain"]) == {4, n_synthetic} and n_synthetic > 4
+    k4 = torch.load(tiny_run / "results/tiny/pretrain/snap_c/k4/model.pt", weights_only=True)
+    assert k4["meta"]["n_pretrain"] == 4
+    assert (curves / "synthetic_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(pre["scratch_n_equivalent_force_how"]) <= {"interpolated", "extrapolated",
                                                           "not reached"}
     assert metrics["test_n_structures"] > 0 and metrics["test_energy_rmse_per_atom"] > 0
@@ -130,8 +137,9 @@ def test_paper_config_dag_builds_here(tmp_path):
     counts = dict(line.split() for line in proc.stdout.splitlines()
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert counts["md"] == "546" and counts["label"] == str(546 * 5)
-    assert counts["pretrain"] == "5" and counts["scratch"] == str(8 * 5)
-    assert counts["finetune"] == str(5 * 8 * 5) and counts["fetch_real"] == "1"
+    # 5 labellers x 4 synthetic sizes, each fine-tuned at 8 sizes n x 5 seeds
+    assert counts["pretrain"] == str(5 * 4) and counts["scratch"] == str(8 * 5)
+    assert counts["finetune"] == str(5 * 4 * 8 * 5) and counts["fetch_real"] == "1"
     assert "config field 'synthetic.teacher': teacher 'gap17'" in proc.stderr
 
 

@@ -34,18 +34,21 @@ def finished(tiny_run, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("change, expected", [
+    # tiny: 2 labellers x 2 pre-training sizes (4 and all) = 4 pre-trained models
     ({"finetune": {"n_train": [3, 4, 6]}},
-     {"finetune": 2, "scratch": 1, "evaluate": 3, "aggregate": 1}),
+     {"finetune": 4, "scratch": 1, "evaluate": 5, "aggregate": 1}),
     ({"finetune": {"seeds": [1, 2]}},
-     {"finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
+     {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1}),
     ({"synthetic": {"labellers": ["snap_c", "lcbop", "tersoff"]}},
-     {"label": 2, "shard": 1, "pretrain": 1, "finetune": 2, "evaluate": 2, "aggregate": 1}),
-    ({"finetune": {"lr": 0.001}},
-     {"finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
-    ({"pretrain": {"lr": 0.002}},
+     {"label": 2, "shard": 1, "pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1}),
+    ({"pretrain": {"sizes": [2, 4, "all"]}},
      {"pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1}),
+    ({"finetune": {"lr": 0.001}},
+     {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1}),
+    ({"pretrain": {"lr": 0.002}},
+     {"pretrain": 4, "finetune": 8, "evaluate": 8, "aggregate": 1}),
     ({"real": {"test_fraction": 0.3}},
-     {"real_data": 1, "finetune": 4, "scratch": 2, "evaluate": 6, "aggregate": 1}),
+     {"real_data": 1, "finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1}),
 ])
 def test_a_change_schedules_exactly_the_jobs_it_touches(finished, change, expected):
     if "real" in change:  # keep the override's source, change one split setting
@@ -65,11 +68,11 @@ def test_new_learning_rates_retrain_from_fresh_weights_and_the_new_pretrained_mo
     override.update(finetune={"lr": 0.001}, pretrain={"lr": 0.002})
     (finished / "override.yaml").write_text(yaml.safe_dump(override))
     snakemake(finished, "--cores", "2")
-    for labeller in ("snap_c", "lcbop"):
-        first = (run / f"pretrain/{labeller}/train/metrics.csv").read_text().splitlines()[1]
+    for pre in ("snap_c", "lcbop", "snap_c/k4"):
+        first = (run / f"pretrain/{pre}/train/metrics.csv").read_text().splitlines()[1]
         assert float(first.split(",")[4]) == 0.002
     for point in ("scratch/n3/s1", "scratch/n6/s1", "finetune/snap_c/n3/s1",
-                  "finetune/lcbop/n6/s1"):
+                  "finetune/lcbop/n6/s1", "finetune/lcbop/k4/n3/s1"):
         rows = (run / point / "train/metrics.csv").read_text().splitlines()
         lrs = [float(r.split(",")[4]) for r in rows[1:]]
         assert len(lrs) >= 2 and set(lrs) == {0.001}, point

@@ -25,21 +25,29 @@ def load_metrics(paths: list[str]) -> pd.DataFrame:
     rows = []
     for path in paths:
         m = read_json(path, "metrics file")
-        rows.append({"mode": m["mode"], "labeller": m["labeller"], "n": m["n"], "seed": m["seed"],
+        rows.append({"mode": m["mode"], "labeller": m["labeller"], "n_pretrain": m["n_pretrain"],
+                     "n": m["n"], "seed": m["seed"],
                      **{k: m[k] for k in METRICS}, **{k: m[k] for k in BUDGET},
                      "stop_reason": m["stop_reason"], "metrics_file": path})
     return pd.DataFrame(rows)
 
 
+FAMILY = ["mode", "labeller", "n_pretrain"]  # one curve: a model family over n
+
+
+def family_name(mode: str, labeller: str, n_pretrain: int) -> str:
+    return "scratch" if mode == "scratch" else f"pre-trained ({labeller}, {n_pretrain} synthetic)"
+
+
 def learning_curve(df: pd.DataFrame) -> pd.DataFrame:
-    grouped = df.groupby(["mode", "labeller", "n"])
+    grouped = df.groupby([*FAMILY, "n"])
     table = grouped[list(METRICS)].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table["n_seeds"] = grouped.size()
     for key in BUDGET:
         table[f"{key}_mean"] = grouped[key].mean()
     table["stop_reasons"] = grouped["stop_reason"].agg(lambda r: " ".join(sorted(set(r))))
-    table = table.reset_index().sort_values(["mode", "labeller", "n"])
+    table = table.reset_index().sort_values([*FAMILY, "n"])
     return add_data_efficiency(table)
 
 
@@ -78,11 +86,10 @@ def add_data_efficiency(table: pd.DataFrame) -> pd.DataFrame:
 def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
     for ax, (metric, (label, factor)) in zip(axes, METRICS.items()):
-        for (mode, labeller), curve in table.groupby(["mode", "labeller"]):
-            name = "scratch" if mode == "scratch" else f"pre-trained ({labeller})"
+        for family, curve in table.groupby(FAMILY):
             ax.errorbar(curve["n"], curve[f"{metric}_mean"] * factor,
                         yerr=curve[f"{metric}_std"].fillna(0) * factor, marker="o",
-                        capsize=3, label=name)
+                        capsize=3, label=family_name(*family))
         ax.set(xscale="log", yscale="log", xlabel="real training structures n", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend()
@@ -92,15 +99,37 @@ def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:
     plt.close(fig)
 
 
+def plot_size_sweep(table: pd.DataFrame, png: Path) -> None:
+    """Test force RMSE over (synthetic structures, real structures), one panel per labeller,
+    as the paper's heat map; scratch is the row of 0 synthetic structures."""
+    scratch = table[table["mode"] == "scratch"]
+    labellers = sorted(set(table["labeller"]) - {"none"})
+    fig, axes = plt.subplots(1, len(labellers), figsize=(4.2 * len(labellers), 3.4),
+                             squeeze=False, constrained_layout=True)
+    for ax, labeller in zip(axes[0], labellers):
+        rows = pd.concat([scratch, table[table["labeller"] == labeller]])
+        grid = rows.pivot(index="n_pretrain", columns="n", values="test_force_rmse_mean")
+        image = ax.imshow(grid.to_numpy(), origin="lower", cmap="viridis_r", aspect="auto")
+        ax.set_xticks(range(grid.shape[1]), grid.columns)
+        ax.set_yticks(range(grid.shape[0]), grid.index)
+        for (i, j), value in np.ndenumerate(grid.to_numpy()):
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=8)
+        ax.set(xlabel="real training structures n", ylabel="synthetic structures",
+               title=f"test force RMSE (eV/Å), {labeller}")
+        fig.colorbar(image, ax=ax)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
 def plot_parity(metrics: pd.DataFrame, parity_files: dict[str, str], png: Path) -> None:
     """Test-set parity at the largest n, first seed, one column per model family."""
-    picks = metrics.sort_values(["n", "seed"], ascending=[False, True]) \
-        .groupby(["mode", "labeller"]).head(1)
+    picks = metrics.sort_values(["n", "seed"], ascending=[False, True]).groupby(FAMILY).head(1)
     fig, axes = plt.subplots(2, len(picks), figsize=(3.2 * len(picks), 6.2), squeeze=False,
                              constrained_layout=True)
     for col, (_, row) in enumerate(picks.iterrows()):
         data = np.load(parity_files[row["metrics_file"]])
-        name = "scratch" if row["mode"] == "scratch" else f"pre-trained ({row['labeller']})"
+        name = family_name(row["mode"], row["labeller"], row["n_pretrain"])
         for ax, key, unit in ((axes[0, col], "energy", "eV/atom"), (axes[1, col], "forces", "eV/Å")):
             ref, pred = data[f"{key}_ref"], data[f"{key}_pred"]
             ax.scatter(ref, pred, s=3, alpha=0.5)
@@ -132,7 +161,8 @@ def wall_times(metrics: pd.DataFrame, md_status: list[str]) -> pd.DataFrame:
     """Wall time of every MD and training job (training from the model file's record)."""
     statuses = [json.loads(Path(p).read_text()) for p in md_status]
     rows = [{"job": f"md {st['traj_id']}", "wall_s": st["wall_s"]} for st in statuses]
-    rows += [{"job": f"{r['mode']} {r['labeller']} n={r['n']} seed={r['seed']}",
+    rows += [{"job": f"{family_name(r['mode'], r['labeller'], r['n_pretrain'])} n={r['n']} "
+                     f"seed={r['seed']}",
               "wall_s": r["train_wall_s"]} for _, r in metrics.iterrows()]
     return pd.DataFrame(rows)
 
@@ -149,6 +179,7 @@ def aggregate(metric_files: list[str], out_dir: str, parity: list[str], manifest
     table = learning_curve(metrics)
     write_csv(table, out / "learning_curve.csv")
     plot(table, out / "learning_curve.png", out / "learning_curve.svg")
+    plot_size_sweep(table, out / "synthetic_size.png")
     plot_parity(metrics, dict(zip(metric_files, parity)), out / "parity.png")
     write_csv(dataset_table(manifests, real_summary), out / "datasets.csv")
     write_csv(wall_times(metrics, md_status), out / "wall_times.csv")

@@ -111,7 +111,8 @@ def cmd_train(args) -> None:
     from .training_job import run_training
 
     run_training(_settings(args.settings), args.stage, args.out, manifest=args.manifest,
-                 real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init)
+                 real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init,
+                 n_pretrain=args.n_pretrain)
 
 
 def cmd_evaluate(args) -> None:
@@ -184,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settings", required=True)
     p.add_argument("--stage", choices=["pretrain", "finetune", "scratch"], required=True)
     p.add_argument("--manifest", help="shard manifest (pre-training)")
+    p.add_argument("--n-pretrain", type=int,
+                   help="pre-train on this many synthetic structures (by trajectory), not all")
     p.add_argument("--real-dir", help="real data folder (fine-tuning and scratch)")
     p.add_argument("--n", type=int)
     p.add_argument("--seed", type=int)

@@ -10,20 +10,22 @@ from .modelfile import load_model
 from .shards import read_shard
 from .train import evaluate_metrics, predict
 
-POINT = re.compile(r"(?P<mode>scratch|finetune)(/(?P<labeller>[^/]+))?/n(?P<n>\d+)/s(?P<seed>\d+)")
+POINT = re.compile(r"(?P<mode>scratch|finetune)(/(?P<labeller>[^/]+)(/k\d+)?)?"
+                   r"/n(?P<n>\d+)/s(?P<seed>\d+)")
 
 
 def parse_point(point: str) -> dict:
     match = POINT.fullmatch(point)
     if match is None:
         raise ValueError(f"--point '{point}' is not 'scratch/n<N>/s<seed>' or "
-                         f"'finetune/<labeller>/n<N>/s<seed>'")
+                         f"'finetune/<labeller>[/k<size>]/n<N>/s<seed>'")
     return {"mode": match["mode"], "labeller": match["labeller"] or "none",
             "n": int(match["n"]), "seed": int(match["seed"])}
 
 
 # What every trained model records of its budget (synthpre.train's summary).
-TRAINING_RECORD = ("epochs", "steps", "best_epoch", "stop_reason", "wall_time_s", "n_parameters")
+TRAINING_RECORD = ("epochs", "steps", "best_epoch", "stop_reason", "wall_time_s", "n_parameters",
+                   "n_pretrain")
 
 
 def write_parity(path: str, records: list[dict], preds: list) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from .atomic import read_json, write_json
 from .frames import read_frames
 from .records import to_record
-from .shards import sha256, write_shard
+from .shards import read_column, sha256, write_shard
 from .stats import dataset_stats
 
 
@@ -78,6 +78,31 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
     }
     write_json(out / "manifest.json", manifest)
     return manifest
+
+
+def pretraining_subset(paths: list[str], size: int, seed: int) -> dict[str, list[int]]:
+    """The first ``size`` training structures taken trajectory by trajectory, in an order of
+    trajectories fixed by ``seed`` (frames in their stored order within each; the last
+    trajectory may be cut). Size k is therefore inside size 2k, and whole trajectories are
+    kept together as far as the size allows (neighbouring frames are correlated)."""
+    where: dict[str, list[tuple[str, int]]] = {}
+    for path in paths:
+        for index, traj in enumerate(read_column(path, "traj_id")):
+            where.setdefault(traj, []).append((path, index))
+    available = sum(len(v) for v in where.values())
+    if size > available:
+        raise ValueError(f"config field 'pretrain.sizes' asks for {size} synthetic structures "
+                         f"but the training shards hold {available}")
+    names = sorted(where)
+    chosen: dict[str, list[int]] = {}
+    taken = 0
+    for k in np.random.default_rng(seed).permutation(len(names)):
+        for path, index in where[names[k]][:size - taken]:
+            chosen.setdefault(path, []).append(index)
+            taken += 1
+        if taken == size:
+            break
+    return chosen
 
 
 def shard_paths(manifest_path: str, split: str) -> list[str]:

@@ -79,6 +79,15 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def read_column(path: str | os.PathLike, key: str) -> list[str]:
+    """One string column (e.g. traj_id) of a shard, without reading the structures."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return h5[key].asstr()[:].tolist()
+    except (OSError, KeyError) as err:
+        raise ValueError(f"{path}: no readable column '{key}' ({err})") from err
+
+
 def read_attrs(path: str | os.PathLike) -> dict:
     try:
         with h5py.File(path, "r") as h5:
@@ -101,13 +110,17 @@ def verify_checksums(folder: str | os.PathLike, shards: list[dict], source: str)
                              f"shard rule (delete {source})")
 
 
-def iter_shards(paths: list[str], rng: np.random.Generator | None = None) -> Iterator[dict]:
-    """Stream records shard by shard; with ``rng``, shuffle shard order and within each shard."""
+def iter_shards(paths: list[str], rng: np.random.Generator | None = None,
+                selection: dict[str, list[int]] | None = None) -> Iterator[dict]:
+    """Stream records shard by shard; with ``rng``, shuffle shard order and within each shard;
+    with ``selection`` (path -> record indices), only those records of each shard."""
     order = list(paths)
     if rng is not None:
         rng.shuffle(order)
     for path in order:
         records = read_shard(path)
+        if selection is not None:
+            records = [records[i] for i in selection.get(path, [])]
         if rng is not None:
             rng.shuffle(records)
         yield from records
@@ -121,11 +134,12 @@ def sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def shard_batches(paths: list[str], batch_size: int, seed: int, epoch: int) -> Iterator[list[dict]]:
+def shard_batches(paths: list[str], batch_size: int, seed: int, epoch: int,
+                  selection: dict[str, list[int]] | None = None) -> Iterator[list[dict]]:
     """Batches for one epoch, streamed shard by shard in an order fixed by (seed, epoch), so a
     resumed run sees the same batches."""
     batch: list[dict] = []
-    for record in iter_shards(paths, np.random.default_rng([seed, epoch])):
+    for record in iter_shards(paths, np.random.default_rng([seed, epoch]), selection):
         batch.append(record)
         if len(batch) == batch_size:
             yield batch

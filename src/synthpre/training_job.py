@@ -26,7 +26,7 @@ from .modelfile import load_model, save_model
 from .preemption import request_stop
 from .realdata import training_subset
 from .shards import read_attrs, read_shard, sha256, shard_batches, verify_checksums
-from .sharding import shard_paths
+from .sharding import pretraining_subset, shard_paths
 from .train import TrainConfig, mean_neighbors, predict, train, world
 
 MAX_VAL_STRUCTURES = 1000
@@ -79,9 +79,10 @@ def fit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
 
 def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
-                 init: str | None = None) -> dict:
-    """One pipeline training job: ``stage`` is pretrain (shards of ``manifest``), finetune
-    (from ``init`` on the real subset n, seed) or scratch (the same, from fresh weights)."""
+                 init: str | None = None, n_pretrain: int | None = None) -> dict:
+    """One pipeline training job: ``stage`` is pretrain (shards of ``manifest``; the first
+    ``n_pretrain`` structures by trajectory, or all), finetune (from ``init`` on the real
+    subset n, seed) or scratch (the same, from fresh weights)."""
     # SLURM sends SIGTERM at the time limit (SIGUSR1 also works, e.g. from scancel): checkpoint
     # at the next batch and stop; the retried job resumes from <model dir>/train/checkpoint.pt.
     for signum in (signal.SIGUSR1, signal.SIGTERM):
@@ -100,30 +101,37 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         val = [r for p in shard_paths(manifest, "val") for r in read_shard(p)]
         val = val[:MAX_VAL_STRUCTURES]
         avg_neighbours = info["stats"]["train"]["mean_neighbours"]  # counted when sharding
+        subset = None if n_pretrain is None else \
+            pretraining_subset(train_paths, n_pretrain, cfg.seed)
 
         def train_data(epoch):
-            return shard_batches(train_paths, cfg.batch_size, cfg.seed, epoch)
-        source = {"manifest": manifest, "labeller": info["labeller"]}
+            return shard_batches(train_paths, cfg.batch_size, cfg.seed, epoch, subset)
+        source = {"manifest": manifest, "labeller": info["labeller"],
+                  "n_pretrain": info["counts"]["train"] if n_pretrain is None else n_pretrain}
         inputs = {"manifest": manifest}
-        name = f"pretrain on {manifest}"
+        name = f"pretrain on {manifest} ({source['n_pretrain']} structures)"
     else:
         cfg = dataclasses.replace(cfg, seed=seed)
         train_data = training_subset(real_dir, n, seed)
         val = read_shard(Path(real_dir) / "val.h5")
         e0 = json.loads(read_attrs(Path(real_dir) / "pool.h5")["e0_json"])
         avg_neighbours = None  # only a fresh model needs it (below)
-        source = {"real_dir": real_dir, "n": n, "seed": seed}
+        source = {"real_dir": real_dir, "n": n, "seed": seed, "n_pretrain": 0}
         inputs = {"pool": Path(real_dir) / "pool.h5", "val": Path(real_dir) / "val.h5"}
         name = f"{stage} on {real_dir} (n={n}, seed={seed})"
 
     if init:
-        model, _ = load_model(init)
+        model, init_meta = load_model(init)
         check_compatible(model, init, species, model_cfg["r_max"])
-        source["init"] = init
+        if "n_pretrain" not in init_meta:
+            raise ValueError(f"{init}: its record has no n_pretrain (not written by "
+                             f"`synthpre train --stage pretrain`?)")
+        source.update(init=init, n_pretrain=init_meta["n_pretrain"])
         inputs["init"] = init
     # Everything that determines the result: a checkpoint is resumed only under the same.
     checksums = {key: sha256(path) for key, path in inputs.items()}
-    fingerprint = {"stage": stage, "settings": settings, "n": n, "seed": seed, **checksums}
+    fingerprint = {"stage": stage, "settings": settings, "n": n, "seed": seed,
+                   "n_pretrain": n_pretrain, **checksums}
     source["input_sha256"] = checksums
     if not init:
         if avg_neighbours is None:

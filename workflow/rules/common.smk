@@ -33,9 +33,17 @@ def settings(stage, *args):
     return job_settings.as_json(getattr(job_settings, stage)(config, *args))
 
 
+def pretrained_families():
+    """The pre-trained models: per labeller, `<labeller>` on all synthetic structures and
+    `<labeller>/k<size>` for each other size of the sweep (pretrain.sizes)."""
+    return [lab if size == "all" else f"{lab}/k{size}"
+            for lab in LABELLERS for size in config["pretrain"]["sizes"]]
+
+
 def curve_points():
-    """Every learning-curve point: fine-tuned per labeller, and scratch, for each n and seed."""
+    """Every learning-curve point: fine-tuned from each pre-trained model, and scratch, for
+    each n and seed."""
     points = [f"scratch/n{n}/s{s}" for n in FT["n_train"] for s in FT["seeds"]]
-    points += [f"finetune/{lab}/n{n}/s{s}" for lab in LABELLERS
+    points += [f"finetune/{pre}/n{n}/s{s}" for pre in pretrained_families()
                for n in FT["n_train"] for s in FT["seeds"]]
     return points

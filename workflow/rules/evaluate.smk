@@ -2,7 +2,7 @@
 # tables and figures of the Snakemake report.
 
 wildcard_constraints:
-    point=r"(scratch|finetune/[A-Za-z0-9_.-]+)/n[0-9]+/s[0-9]+",
+    point=r"(scratch|finetune/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+",
 
 
 rule evaluate:
@@ -34,6 +34,8 @@ rule aggregate:
         png=RESULTS + "/curves/learning_curve.png",
         svg=report(RESULTS + "/curves/learning_curve.svg", category="Learning curves",
                    caption="../report/learning_curve.rst"),
+        sizes=report(RESULTS + "/curves/synthetic_size.png", category="Learning curves",
+                     caption="../report/synthetic_size.rst"),
         parity=report(RESULTS + "/curves/parity.png", category="Parity",
                       caption="../report/parity.rst"),
         datasets=report(RESULTS + "/curves/datasets.csv", category="Data sets",

@@ -11,37 +11,48 @@ def data_parallel(resources):
 
 REAL_DATA = {"pool": RESULTS + "/real/pool.h5", "val": RESULTS + "/real/val.h5"}
 
+# A pre-trained model's folder: <labeller> (all synthetic structures) or <labeller>/k<size>.
+wildcard_constraints:
+    pre=r"[A-Za-z0-9_.-]+(/k[0-9]+)?",
+
+
+def pretrain_size(pre):
+    """'--n-pretrain K' for a <labeller>/k<K> model, nothing for all structures."""
+    return f"--n-pretrain {pre.split('/k')[1]}" if "/k" in pre else ""
+
 
 rule pretrain:
     input:
-        manifest=RESULTS + "/shards/{labeller}/manifest.json",
+        manifest=lambda w: RESULTS + f"/shards/{w.pre.split('/')[0]}/manifest.json",
     output:
-        model=RESULTS + "/pretrain/{labeller}/model.pt",
+        model=RESULTS + "/pretrain/{pre}/model.pt",
     params:
         settings=lambda w: settings("train", "pretrain"),
+        size=lambda w: pretrain_size(w.pre),
         launch=lambda w, resources: data_parallel(resources),
     log:
-        RESULTS + "/logs/pretrain/{labeller}.log",
+        RESULTS + "/logs/pretrain/{pre}.log",
     benchmark:
-        RESULTS + "/benchmarks/pretrain/{labeller}.tsv",
+        RESULTS + "/benchmarks/pretrain/{pre}.tsv",
     shell:
         '{params.launch}"$(command -v synthpre)" train --settings {params.settings:q} '
-        "--stage pretrain --manifest {input.manifest:q} --out {output.model:q} > {log:q} 2>&1"
+        "--stage pretrain --manifest {input.manifest:q} {params.size} --out {output.model:q} "
+        "> {log:q} 2>&1"
 
 
 rule finetune:
     input:
-        init=RESULTS + "/pretrain/{labeller}/model.pt",
+        init=RESULTS + "/pretrain/{pre}/model.pt",
         **REAL_DATA,
     output:
-        model=RESULTS + "/finetune/{labeller}/n{n}/s{seed}/model.pt",
+        model=RESULTS + "/finetune/{pre}/n{n}/s{seed}/model.pt",
     params:
         settings=lambda w: settings("train", "finetune"),
         real_dir=RESULTS + "/real",
     log:
-        RESULTS + "/logs/finetune/{labeller}/n{n}/s{seed}.log",
+        RESULTS + "/logs/finetune/{pre}/n{n}/s{seed}.log",
     benchmark:
-        RESULTS + "/benchmarks/finetune/{labeller}/n{n}/s{seed}.tsv",
+        RESULTS + "/benchmarks/finetune/{pre}/n{n}/s{seed}.tsv",
     shell:
         "synthpre train --settings {params.settings:q} --stage finetune "
         "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
