@@ -148,7 +148,7 @@ def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path, real_like_file
         assert holder.stdout.readline().strip() == "locked"
         settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1,
                                                  "num_features": 4, "num_basis": 4},
-                    "train": {"max_epochs": 1, "batch_size": 2}}
+                    "train": {"max_epochs": 1, "batch_size": 2}, "fit_shift": False}
         proc = subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--stage",
                                "scratch", "--real-dir", str(tmp_path / "real"), "--n", "3",
                                "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")],

@@ -195,6 +195,7 @@ def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_
     override = tmp_path / "override.yaml"
     override.write_text(f"real: {{source: {real_like_file}}}\n"
                         "synthetic: {labellers: [snap_c]}\n"
+                        "pretrain: {sizes: [all]}\n"
                         "finetune: {n_train: [3], seeds: [1], max_epochs: 2}\n")
     proc = run_snakemake_on_slurm(
         tmp_path, REPO / "Snakefile", None,
@@ -215,8 +216,10 @@ def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_
             assert info["Partition"] == "cpu" and "gpu" not in gres, (rule, info)
         if rule == "md":
             assert info["NumTasks"] == "2", info
-    table = (tmp_path / "results/tiny/curves/learning_curve.csv").read_text()
-    assert table.startswith("mode,labeller,n,") and "finetune,snap_c,3" in table
+    table = (tmp_path / "results/tiny/curves/learning_curve.csv").read_text().splitlines()
+    assert table[0].startswith("mode,labeller,n_pretrain,n,")
+    assert sorted(row.split(",")[:2] + row.split(",")[3:4] for row in table[1:]) == \
+        [["finetune", "snap_c", "3"], ["scratch", "none", "3"]]
 
 
 @pytest.mark.slow
@@ -235,7 +238,8 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
     ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
     settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1, "num_features": 4,
                                              "num_basis": 4},
-                "train": {"max_epochs": 100000, "patience": 100000, "batch_size": 2}}
+                "train": {"max_epochs": 100000, "patience": 100000, "batch_size": 2},
+                "fit_shift": False}
     command = [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
                json.dumps(settings), "--stage", "scratch", "--real-dir", str(tmp_path / "real"),
                "--n", "6", "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")]

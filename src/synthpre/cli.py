@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"synthpre {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyError as err:  # the --settings JSON lacks a field this stage reads
+        print(f"synthpre {args.command}: error: --settings has no field {err} (see "
+              f"synthpre.job_settings for what each stage reads)", file=sys.stderr)
+        return 2
     except Preempted as stop:
         print(f"synthpre {args.command}: preempted, resumable: {stop}", file=sys.stderr)
         return PREEMPTED_EXIT
