@@ -7,8 +7,11 @@ trainable Bessel basis times a polynomial cutoff, summed with ``index_add_``), t
 nonlinearity and a residual update where the irreps allow it. Per-species scale and shift
 are fixed buffers (1 and 0 by default) so one model moves between data sets unchanged.
 
-The convolution is e3nn's ``TensorProduct`` (kept as ``Interaction.tp`` for its instructions,
-normalisation and state-dict keys) evaluated by hand: per input irrep block, the Wigner-3j
+Two kernels compute the convolution (``kernel`` in the config; same weights, same function):
+``reference`` calls e3nn's ``TensorProduct`` (``Interaction.tp``) on gathered neighbour
+features and sums with ``index_add_``; it is TorchScript-able, so exported models use it
+(``synthpre.export``), and it is what ``fast`` is tested against (tests/test_kernels.py).
+``fast``, the training default, evaluates the same tensor product by hand: per input irrep block, the Wigner-3j
 coupling of all its paths is contracted with the edge harmonics once, neighbour features are
 gathered in an (edge, component, channel) layout and combined by one batched matmul, weighted
 and summed with ``index_add_``. Same function to float64 rounding, any l_max. The per-edge
@@ -46,7 +49,9 @@ DEFAULT_CONFIG = {
     "radial_mlp_depth": 1,
     "avg_num_neighbors": 10.0,
     "dtype": "float32",
+    "kernel": "fast",
 }
+KERNELS = ("fast", "reference")
 
 
 class BesselBasis(nn.Module):
@@ -180,8 +185,12 @@ class Interaction(nn.Module):
     """Self-connection + convolution + gate, as one NequIP ConvNetLayer."""
 
     def __init__(self, irreps_in: o3.Irreps, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps,
-                 num_basis: int, mlp_width: int, mlp_depth: int, avg_num_neighbors: float):
+                 num_basis: int, mlp_width: int, mlp_depth: int, avg_num_neighbors: float,
+                 kernel: str = "fast"):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown model kernel {kernel!r}: choose one of {KERNELS}")
+        self.kernel = kernel
         act = {1: nn.functional.silu, -1: torch.tanh}
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden
                              if ir.l == 0 and _path_exists(irreps_in, irreps_sh, ir)])
@@ -262,7 +271,21 @@ class Interaction(nn.Module):
 
     def convolution(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
                     edge_radial: torch.Tensor) -> torch.Tensor:
-        """sum over edges of uvu(h[neighbour], edge_sh; weights), in ``mid`` layout (N, dim).
+        """sum over edges of uvu(h[neighbour], edge_sh; weights), in ``mid`` layout (N, dim)."""
+        if self.kernel == "fast":
+            return self._fast_convolution(h, edge_index, edge_sh, edge_radial)
+        return self._reference_convolution(h, edge_index, edge_sh, edge_radial)
+
+    def _reference_convolution(self, h: torch.Tensor, edge_index: torch.Tensor,
+                               edge_sh: torch.Tensor, edge_radial: torch.Tensor) -> torch.Tensor:
+        """e3nn's TensorProduct per edge, summed onto the centre atoms (TorchScript-able)."""
+        msg = self.tp(h.index_select(0, edge_index[1]), edge_sh, self.radial(edge_radial))
+        return msg.new_zeros(h.shape[0], msg.shape[1]).index_add(0, edge_index[0], msg)
+
+    @torch.jit.unused  # a custom autograd Function: TorchScript uses the reference kernel
+    def _fast_convolution(self, h, edge_index, edge_sh, edge_radial):  # (no annotations:
+        # TorchScript cannot resolve the postponed ones of an unused method; all are Tensors)
+        """The hand-written kernel (module docstring).
 
         Edge tensors are laid out (E, component, channel): the channel (32) is the innermost,
         contiguous dimension, so every elementwise op vectorises over it; e3nn's
@@ -274,7 +297,10 @@ class Interaction(nn.Module):
         hidden = edge_radial
         for layer in layers:
             hidden = layer(hidden)
-        last_weight = last.weight / (last.h_in * last.var_in / last.var_out) ** 0.5
+        # the last layer's normalised weight matrix, through its public forward (an identity
+        # input) rather than e3nn's private normalisation fields; exact, and differentiable
+        last_weight = last(torch.eye(last.weight.shape[0], dtype=hidden.dtype,
+                                     device=hidden.device))
         mid_parts: list = [None] * len(self.mid_dims)
         for n, (sl, u, d_in, width, cols, _) in enumerate(self.blocks):
             # radial weights straight in the (E, width, u) per-column layout: the last
@@ -301,11 +327,14 @@ class Interaction(nn.Module):
 class NequIP(nn.Module):
     """Energy model; forces and stress come from autograd in ``forward``."""
 
+    __jit_unused_properties__ = ["dtype"]  # Python-side only (synthpre.export scripts it)
+
     def __init__(self, config: dict):
         super().__init__()
         self.config = {**DEFAULT_CONFIG, **config}
         c = self.config
         self.species = list(c["species"])
+        self.num_species = len(self.species)
         self.r_max = float(c["r_max"])
         n_species, f = len(self.species), c["num_features"]
         ps = (1, -1) if c["parity"] else (1,)
@@ -320,7 +349,7 @@ class NequIP(nn.Module):
         for _ in range(c["num_layers"]):
             layers.append(Interaction(irreps, irreps_hidden, self.irreps_sh, c["num_basis"],
                                       c["radial_mlp_width"], c["radial_mlp_depth"],
-                                      c["avg_num_neighbors"]))
+                                      c["avg_num_neighbors"], c["kernel"]))
             irreps = layers[-1].irreps_out
         self.layers = nn.ModuleList(layers)
         self.head_1 = o3.Linear(irreps, f"{f // 2}x0e")
@@ -337,6 +366,23 @@ class NequIP(nn.Module):
     def dtype(self) -> torch.dtype:
         return DTYPES[self.config["dtype"]]
 
+    def atomic_energies(self, species: torch.Tensor, vec: torch.Tensor,
+                        edge_index: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies from species indices and edge vectors r_j - r_i (i = centre).
+
+        The whole network, without the Batch and autograd wrapping of ``forward``: exported
+        models (``synthpre.export``) call it from TorchScript on an engine's neighbour list.
+        """
+        r = torch.linalg.vector_norm(vec, dim=1)
+        edge_sh = self.sh(vec)
+        edge_radial = self.bessel(r) * polynomial_cutoff(r, self.r_max).unsqueeze(-1)
+        x = self.embedding(nn.functional.one_hot(species, self.num_species).to(vec.dtype))
+        for layer in self.layers:
+            x = layer(x, edge_index, edge_sh, edge_radial)
+        atomic = self.head_2(self.head_1(x)).squeeze(-1)
+        return atomic * self.scale[species] + self.shift[species]
+
+    @torch.jit.unused  # TorchScript compiles ``atomic_energies`` only (synthpre.export)
     def forward(self, batch: Batch, compute_stress: bool = False) -> dict[str, torch.Tensor]:
         n_struct = batch.num_structures
         positions = batch.positions.detach().requires_grad_(True)
@@ -352,15 +398,7 @@ class NequIP(nn.Module):
             vec = vec + torch.einsum("ei,eij->ej", vec, sym[batch.batch[centre]])
             inputs.append(strain)
 
-        r = vec.norm(dim=1)
-        edge_sh = self.sh(vec)
-        edge_radial = self.bessel(r) * polynomial_cutoff(r, self.r_max).unsqueeze(-1)
-        one_hot = nn.functional.one_hot(batch.species, len(self.species)).to(vec.dtype)
-        x = self.embedding(one_hot)
-        for layer in self.layers:
-            x = layer(x, batch.edge_index, edge_sh, edge_radial)
-        atomic = self.head_2(self.head_1(x)).squeeze(-1)
-        atomic = atomic * self.scale[batch.species] + self.shift[batch.species]
+        atomic = self.atomic_energies(batch.species, vec, batch.edge_index)
         energy = torch.zeros(n_struct, dtype=atomic.dtype, device=atomic.device)
         energy = energy.index_add(0, batch.batch, atomic)
 

@@ -28,10 +28,23 @@ def save_model(path: str | os.PathLike, model: NequIP, meta: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_model(path: str | os.PathLike, device="cpu") -> tuple[NequIP, dict]:
-    """Rebuild the model from its stored config; returns (model in eval mode, meta)."""
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = NequIP.from_config(payload["config"])
+def load_model(path: str | os.PathLike, device="cpu",
+               kernel: str | None = None) -> tuple[NequIP, dict]:
+    """Rebuild the model from its stored config; returns (model in eval mode, meta).
+
+    ``kernel`` evaluates the same weights with another convolution kernel (the stored one,
+    or ``fast`` for files written before kernels were selectable, when None).
+    """
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # truncated zip, a pickle of something else, not torch at all
+        raise ValueError(f"{path} is not a readable synthpre model file: {err}") from err
+    if not isinstance(payload, dict) or not {"config", "state_dict", "e0", "meta"} <= set(payload):
+        raise ValueError(f"{path} is not a synthpre model file (no config/state_dict/e0/meta)")
+    config = payload["config"] if kernel is None else {**payload["config"], "kernel": kernel}
+    model = NequIP.from_config(config)
     model.load_state_dict(payload["state_dict"])
     meta = {**payload["meta"], "e0": payload["e0"]}
     return model.to(device).eval(), meta

@@ -106,7 +106,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         source = {"real_dir": real_dir, "n": n, "seed": seed}
 
     if init:
-        model, _ = load_model(init)
+        model, _ = load_model(init, kernel=model_cfg.get("kernel"))
         check_compatible(model, init, species, model_cfg.get("r_max", model.r_max))
         source["init"] = init
         if settings.get(stage, {}).get("refit_shift", False):
