@@ -40,11 +40,17 @@ def load_model(path: str | os.PathLike, device="cpu",
     except FileNotFoundError:
         raise
     except Exception as err:  # truncated zip, a pickle of something else, not torch at all
-        raise ValueError(f"{path} is not a readable synthpre model file: {err}") from err
+        reason = str(err).split(". ")[0]
+        raise ValueError(f"{path} is not a readable synthpre model file "
+                         f"({type(err).__name__}: {reason})") from err
     if not isinstance(payload, dict) or not {"config", "state_dict", "e0", "meta"} <= set(payload):
         raise ValueError(f"{path} is not a synthpre model file (no config/state_dict/e0/meta)")
     config = payload["config"] if kernel is None else {**payload["config"], "kernel": kernel}
-    model = NequIP.from_config(config)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = NequIP.from_config(config)
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError, TypeError) as err:  # written by another model version
+        raise ValueError(f"{path}: the stored weights do not fit its model config "
+                         f"({str(err).splitlines()[0]})") from err
     meta = {**payload["meta"], "e0": payload["e0"]}
     return model.to(device).eval(), meta
