@@ -11,10 +11,10 @@ Two kernels compute the convolution (``kernel`` in the config; same weights, sam
 ``reference`` calls e3nn's ``TensorProduct`` (``Interaction.tp``) on gathered neighbour
 features and sums with ``index_add_``; it is TorchScript-able, so exported models use it
 (``synthpre.export``), and it is what ``fast`` is tested against (tests/test_kernels.py).
-``fast``, the training default, evaluates the same tensor product by hand: per input irrep block, the Wigner-3j
-coupling of all its paths is contracted with the edge harmonics once, neighbour features are
-gathered in an (edge, component, channel) layout and combined by one batched matmul, weighted
-and summed with ``index_add_``. Same function to float64 rounding, any l_max. The per-edge
+``fast``, the training default, evaluates the same tensor product by hand: per input irrep
+block, the Wigner-3j coupling of all its paths is contracted with the edge harmonics once,
+neighbour features are gathered in an (edge, component, channel) layout and combined by one
+batched matmul, weighted and summed with ``index_add_``. Same function to float64 rounding, any l_max. The per-edge
 part is a custom autograd Function whose backward is again a Function with a hand-written
 backward (the second derivative training needs for force losses): neither saves per-edge
 products, they recompute them, so a training step keeps ~3x fewer bytes per edge alive
@@ -336,7 +336,7 @@ class NequIP(nn.Module):
         self.species = list(c["species"])
         self.num_species = len(self.species)
         self.r_max = float(c["r_max"])
-        n_species, f = len(self.species), c["num_features"]
+        n_species, f = self.num_species, c["num_features"]
         ps = (1, -1) if c["parity"] else (1,)
         irreps_hidden = o3.Irreps([(f, (l, p)) for l in range(c["l_max"] + 1) for p in ps])
         self.irreps_sh = o3.Irreps.spherical_harmonics(c["l_max"], p=-1 if c["parity"] else 1)
