@@ -161,3 +161,34 @@ def test_model_files_carry_the_kernel_and_old_files_load_as_fast(tmp_path):
     torch.save(payload, tmp_path / "old.pt")
     old = load_model(tmp_path / "old.pt")[0]
     assert [layer.kernel for layer in old.layers] == ["fast", "fast"]
+
+
+@pytest.mark.parametrize("kernel", ["fast", "reference"])
+def test_scripted_kernels_equal_eager(kernel):
+    """TorchScript runs the fast kernel as plain ops (no custom Function): same energies and
+    autograd forces as the eager model, for the kernel exported models use and the reference."""
+    from e3nn.util import jit
+
+    fast, ref = pair({**BASE, "species": ["C", "O"], "l_max": 2})
+    model = fast if kernel == "fast" else ref
+    record = structure(8, ["C", "O"])
+    batch = collate([record], model.species, BASE["r_max"], torch.float64)
+    eager = model.eval()(batch)
+
+    class Energy(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, species: torch.Tensor, vec: torch.Tensor,
+                    edge_index: torch.Tensor) -> torch.Tensor:
+            return self.model.atomic_energies(species, vec, edge_index).sum()
+
+    scripted = torch.jit.script(Energy(jit.compile(model)))
+    centre, neighbour = batch.edge_index
+    positions = batch.positions.clone().requires_grad_(True)
+    vec = positions[neighbour] - positions[centre] + batch.shifts @ batch.cell[0]
+    energy = scripted(batch.species, vec, batch.edge_index)
+    forces = -torch.autograd.grad(energy, positions)[0]
+    assert_close(energy.detach(), eager["energy"][0].detach())
+    assert_close(forces, eager["forces"].detach())

@@ -2,8 +2,9 @@
 
 ASE (``metatomic-ase``), LAMMPS (``pair_style metatomic``), i-PI and torch-sim load the
 file without synthpre (docs/deploy.md). The network is the same weights evaluated with the
-``reference`` kernel (the fast one is a custom autograd Function, which TorchScript cannot
-compile). The isolated-atom energies ``e0`` are added per atom, so the exported model
+``fast`` kernel's arithmetic in plain ops (``Interaction._fast_convolution_plain``: TorchScript
+cannot compile its custom autograd Function; 2-3x faster than the ``reference`` kernel, which
+scripts too). The isolated-atom energies ``e0`` are added per atom, so the exported model
 returns the same total energies as ``SynthpreCalculator``; forces and stress come from the
 engine's autograd through the neighbour-list vectors, as metatomic specifies.
 """
@@ -100,7 +101,7 @@ def export_model(model_path: str | os.PathLike, out: str | os.PathLike) -> Atomi
     out = Path(out)
     if not out.parent.is_dir():
         raise FileNotFoundError(f"output folder {out.parent} does not exist (for {out})")
-    model, meta = load_model(model_path, kernel="reference")
+    model, meta = load_model(model_path, kernel="fast")
     missing = [s for s in model.species if s not in meta.get("e0", {})]
     if missing:
         raise ValueError(f"cannot export {model_path}: it has no isolated-atom energy (e0) "
