@@ -2,16 +2,17 @@
 
 The paper's model size (C, r_max 4, 4 layers, 32 features, l_max 1, parity, 8 Bessel
 functions, radial MLP 1 x 8, float32), random weights (speed does not depend on them) with
-small forces, so the rattled diamond cells stay intact for a few hundred femtoseconds.
-NVE velocity Verlet, 0.5 fs, 1 thread; steps/s after warm-up, best of ``--repeats``
-interleaved rounds, also per second of process CPU time (robust to other jobs on a shared
+small forces; rattled diamond cells (64 and 216 atoms). NVE velocity Verlet, 0.5 fs, 1 thread;
+every timed run starts from the same cell; steps/s after 3 warm-up steps, best of
+``--repeats`` interleaved rounds, also per second of process CPU time (robust to other jobs on a shared
 machine). Three calculators on the same cells:
 
-- ``synthpre fast``: ``SynthpreCalculator`` (training kernel, what the pipeline's MD uses);
-- ``synthpre reference``: the same with the e3nn kernel the export is built on;
-- ``metatomic-ase``: the exported file through ``MetatomicCalculator`` (TorchScript).
+- ``synthpre fast``: ``SynthpreCalculator`` with its default (training) kernel;
+- ``synthpre reference``: the same with the e3nn ``reference`` kernel;
+- ``metatomic-ase``: the exported file through ``MetatomicCalculator`` (TorchScript, the fast
+  kernel's arithmetic as plain ops).
 
-    .venv/bin/python benchmarks/bench_export.py [--steps 20] [--append docs/benchmarks.md]
+    .venv/bin/python benchmarks/bench_export.py [--steps 10] [--append docs/benchmarks.md]
 """
 from __future__ import annotations
 
@@ -88,8 +89,8 @@ def time_md(atoms, calc, steps: int, warmup: int = 3) -> tuple[float, float, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--sizes", type=int, nargs="+", default=[2, 3],
                         help="diamond cubic cells repeated n x n x n (8 n^3 atoms)")
     parser.add_argument("--append", help="markdown file: replace its section of this benchmark")
@@ -97,9 +98,13 @@ def main() -> None:
     torch.set_num_threads(1)
     warnings.simplefilter("ignore")
     with tempfile.TemporaryDirectory() as tmp:
-        calcs = calculators(*make_files(Path(tmp)))
+        files = make_files(Path(tmp))
         rows = []
         for n in args.sizes:
+            # fresh calculators per cell size, as in a simulation: the exported model loaded
+            # once and run on 64 atoms first ran 216 atoms ~1.7x slower than a fresh one
+            # (TorchScript's executor optimises for the shapes it sees first, presumably)
+            calcs = calculators(*files)
             atoms = cell(n)
             best = {name: (0.0, 0.0) for name in calcs}
             energies = {}
