@@ -185,3 +185,32 @@ def test_bad_input_names_the_file(tmp_path, capsys, case):
     assert not out.exists()
     if case == "no e0":
         assert "isolated-atom energy" in err
+
+
+@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("float64", 1e-12)])
+def test_ipi_metatomic_driver(tmp_path, dtype, tol):
+    """i-PI's metatomic driver (what `i-pi-driver-py -m metatomic` runs; called directly, no
+    socket server) gives SynthpreCalculator's energy, forces and virial, in i-PI's units."""
+    from ipi.pes.metatomic import MetatomicDriver
+    from ipi.utils.units import unit_to_internal, unit_to_user
+
+    model = make_model(tmp_path / "model.pt", ["C", "O"], dtype, seed=2)
+    assert main(["export", str(model), str(tmp_path / "exported.pt")]) == 0
+    atoms = random_cell(7, ["C", "O"], 16, 5.0)
+    write(tmp_path / "template.xyz", atoms)
+    atoms = read(tmp_path / "template.xyz")
+    driver = MetatomicDriver(template=str(tmp_path / "template.xyz"),
+                             model=str(tmp_path / "exported.pt"))
+    bohr = lambda x: unit_to_internal("length", "angstrom", x)  # noqa: E731
+    pot, force, virial, _ = driver.compute_structure(bohr(atoms.cell.array.T),
+                                                     bohr(atoms.positions))
+    atoms.calc = SynthpreCalculator(model)
+    forces = atoms.get_forces()
+    assert np.abs(forces).max() > 0.05
+    energy = float(np.ravel(unit_to_user("energy", "electronvolt", pot))[0])
+    assert abs(energy - atoms.get_potential_energy()) / len(atoms) < tol
+    np.testing.assert_allclose(unit_to_user("force", "ev/ang", np.asarray(force)).reshape(-1, 3),
+                               forces, atol=10 * tol, rtol=0)
+    virial = unit_to_user("energy", "electronvolt", np.asarray(virial)).reshape(3, 3)
+    np.testing.assert_allclose(virial, -atoms.get_stress(voigt=False) * atoms.get_volume(),
+                               atol=10 * tol, rtol=0)
