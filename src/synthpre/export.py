@@ -8,7 +8,8 @@ scripts too). The isolated-atom energies ``e0`` are added per atom, so the expor
 returns the same total energies as ``SynthpreCalculator``; forces and stress come from the
 engine's autograd through the neighbour-list vectors, as metatomic specifies.
 """
-
+# No ``from __future__ import annotations`` here: metatomic checks forward's annotations as
+# real types (List[System], ...), and string annotations fail that check.
 import os
 import warnings
 from pathlib import Path
