@@ -130,6 +130,13 @@ def cmd_aggregate(args) -> None:
                     real_summary=args.real_summary, md_status=args.md_status).to_string())
 
 
+def cmd_export(args) -> None:
+    from .export import export_model
+
+    export_model(args.model, args.out)
+    print(f"exported {args.model} -> {args.out} (metatomic; docs/deploy.md)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthpre", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -211,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--md-status", nargs="+", required=True, help="md.json of every trajectory")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_aggregate)
+
+    p = sub.add_parser("export", help="a model file as a metatomic model for MD engines")
+    p.add_argument("model", help="model.pt written by synthpre train")
+    p.add_argument("out", help="metatomic model file to write (its folder must exist)")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

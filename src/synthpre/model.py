@@ -7,15 +7,20 @@ trainable Bessel basis times a polynomial cutoff, summed with ``index_add_``), t
 nonlinearity and a residual update where the irreps allow it. Per-species scale and shift
 are fixed buffers (1 and 0 by default) so one model moves between data sets unchanged.
 
-The convolution is e3nn's ``TensorProduct`` (kept as ``Interaction.tp`` for its instructions,
-normalisation and state-dict keys) evaluated by hand: per input irrep block, the Wigner-3j
-coupling of all its paths is contracted with the edge harmonics once, neighbour features are
-gathered in an (edge, component, channel) layout and combined by one batched matmul, weighted
-and summed with ``index_add_``. Same function to float64 rounding, any l_max. The per-edge
-part is a custom autograd Function whose backward is again a Function with a hand-written
-backward (the second derivative training needs for force losses): neither saves per-edge
-products, they recompute them, so a training step keeps ~3x fewer bytes per edge alive
-than autograd of the plain ops did, and is no slower (docs/benchmarks.md, issue 4).
+Two kernels compute the convolution (``kernel`` in the config; same weights, same function):
+``reference`` calls e3nn's ``TensorProduct`` (``Interaction.tp``) on gathered neighbour
+features and sums with ``index_add_``: what ``fast`` is tested against (tests/test_kernels.py).
+``fast``, the training default, evaluates the same tensor product by hand: per input irrep
+block, the Wigner-3j coupling of all its paths is contracted with the edge harmonics once,
+neighbour features are gathered in an (edge, component, channel) layout and combined by one
+batched matmul, weighted and summed with ``index_add_``. Same function to float64 rounding,
+any l_max. The per-edge part is a custom autograd Function whose backward is again a
+Function with a hand-written backward (the second derivative training needs for force
+losses): neither saves per-edge products, they recompute them, so a training step keeps ~3x
+fewer bytes per edge alive than autograd of the plain ops did, and is no slower
+(docs/benchmarks.md, issue 4). TorchScript cannot compile a custom Function: scripted
+(exported, ``synthpre.export``) models run the same arithmetic as plain ops, with autograd
+for the forces.
 
 Parameter count at the paper's settings (species ["C"], r_max 4, 4 layers, 32 features,
 l_max 1, parity, 8 Bessel functions) with NequIP 0.5.6's radial MLP of one hidden layer of
@@ -24,6 +29,7 @@ l_max 1, parity, 8 Bessel functions) with NequIP 0.5.6's radial MLP of one hidde
 from __future__ import annotations
 
 import math
+from typing import List
 
 import torch
 from e3nn import o3
@@ -46,7 +52,9 @@ DEFAULT_CONFIG = {
     "radial_mlp_depth": 1,
     "avg_num_neighbors": 10.0,
     "dtype": "float32",
+    "kernel": "fast",
 }
+KERNELS = ("fast", "reference")
 
 
 class BesselBasis(nn.Module):
@@ -176,12 +184,38 @@ class _EdgeConvBackward(torch.autograd.Function):
                 d_x = _ytg(y, gm.mul_(g))
         return d_grad, d_x, None, d_w, None
 
+
+def _gather(h: torch.Tensor, neighbour: torch.Tensor, start: int, stop: int, u: int,
+            d_in: int) -> torch.Tensor:
+    """Features h[:, start:stop] of each edge's neighbour as (E, d_in, u), channel innermost."""
+    x = h[:, start:stop].reshape(h.shape[0], u, d_in).transpose(1, 2).contiguous()
+    return x.index_select(0, neighbour)
+
+
+class _ConvBlock(nn.Module):
+    """One input irrep block of the fast kernel: where it reads h (columns start:stop, u
+    channels of dimension d_in), its coupling matrix (SH dim, width x d_in) and the path
+    (instruction) whose radial weights each of its width output components takes. Constants
+    only: no state-dict entries."""
+
+    def __init__(self, start: int, stop: int, u: int, d_in: int, width: int,
+                 coupling: torch.Tensor, col_paths: list):
+        super().__init__()
+        self.start, self.stop, self.u, self.d_in, self.width = start, stop, u, d_in, width
+        self.register_buffer("coupling", coupling, persistent=False)
+        self.register_buffer("col_paths", torch.tensor(col_paths), persistent=False)
+
+
 class Interaction(nn.Module):
     """Self-connection + convolution + gate, as one NequIP ConvNetLayer."""
 
     def __init__(self, irreps_in: o3.Irreps, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps,
-                 num_basis: int, mlp_width: int, mlp_depth: int, avg_num_neighbors: float):
+                 num_basis: int, mlp_width: int, mlp_depth: int, avg_num_neighbors: float,
+                 kernel: str = "fast"):
         super().__init__()
+        if kernel not in KERNELS:
+            raise ValueError(f"unknown model kernel {kernel!r}: choose one of {KERNELS}")
+        self.kernel = kernel
         act = {1: nn.functional.silu, -1: torch.tanh}
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden
                              if ir.l == 0 and _path_exists(irreps_in, irreps_sh, ir)])
@@ -224,8 +258,8 @@ class Interaction(nn.Module):
         component) with e3nn's normalisation taken from ``self.tp.instructions``; the result
         is the same function as ``self.tp`` (kept for its instructions and state-dict keys).
         """
-        self.blocks = []  # (in slice, mul, d_in, D, [(i_out, column slice)], n_paths)
-        self.path_order = []  # instruction indices in block order (weights laid out so)
+        blocks, mid_cols = [], {}  # mid_cols: i_out -> (block, first column, end column)
+        path_order = []  # instruction indices in block order (weights laid out so)
         sh_slices = irreps_sh.slices()
         for i, ((mul, ir_in), sl) in enumerate(zip(irreps_in, irreps_in.slices())):
             paths = [(k, ins) for k, ins in enumerate(self.tp.instructions) if ins.i_in1 == i]
@@ -233,36 +267,50 @@ class Interaction(nn.Module):
                 continue
             width = sum(mid[ins.i_out].ir.dim for _, ins in paths)
             coupling = torch.zeros(irreps_sh.dim, ir_in.dim, width, dtype=torch.float64)
-            cols, col_path, start = [], [], 0
+            col_path, start = [], 0
             for p, (k, ins) in enumerate(paths):
                 ir_sh, ir_out = irreps_sh[ins.i_in2].ir, mid[ins.i_out].ir
                 w3j = o3.wigner_3j(ir_in.l, ir_sh.l, ir_out.l, dtype=torch.float64)
                 coupling[sh_slices[ins.i_in2], :, start:start + ir_out.dim] = \
                     ins.path_weight * w3j.transpose(0, 1)
-                cols.append((ins.i_out, slice(start, start + ir_out.dim)))
+                mid_cols[ins.i_out] = (len(blocks), start, start + ir_out.dim)
                 col_path += [p] * ir_out.dim
                 start += ir_out.dim
-                self.path_order.append(k)
-            n = len(self.blocks)
+                path_order.append(k)
+            # radial MLP output k*mul:(k+1)*mul is instruction k's weight (as in e3nn), so
+            # seen as (paths, mul) output component c of this block reads row k(path(c))
+            col_paths = [paths[p][0] for p in col_path]
             # laid out so that edge_sh @ coupling is (E, width, d_in) contiguous: the
             # per-edge (width x d_in) @ (d_in x u) products are 2x faster than transposed
-            self.register_buffer(f"coupling_{n}",
-                                 coupling.transpose(1, 2).reshape(irreps_sh.dim, -1),
-                                 persistent=False)
-            # radial MLP output k*mul:(k+1)*mul is instruction k's weight (as in e3nn):
-            # output column c of this block, channel v reads weight k(path(c)) * mul + v
-            w_cols = [paths[p][0] * mul + v for p in col_path for v in range(mul)]
-            self.register_buffer(f"w_cols_{n}", torch.tensor(w_cols), persistent=False)
-            self.blocks.append((sl, mul, ir_in.dim, width, cols, len(paths)))
+            blocks.append(_ConvBlock(sl.start, sl.stop, mul, ir_in.dim, width,
+                                     coupling.transpose(1, 2).reshape(irreps_sh.dim, -1),
+                                     col_paths))
         # radial MLP output k*mul:(k+1)*mul is instruction k's weight (as in e3nn); the
         # instructions are listed input block by input block, so the blocks split it in order
-        assert self.path_order == list(range(len(self.tp.instructions)))
-        assert len({b[1] for b in self.blocks}) == 1  # one multiplicity: weight k at k*mul
-        self.mid_dims = [mul * ir.dim for mul, ir in mid]
+        assert path_order == list(range(len(self.tp.instructions)))
+        assert len({b.u for b in blocks}) == 1  # one multiplicity: weight k at k*mul
+        self.conv_blocks = nn.ModuleList(blocks)
+        self.mid_order = [mid_cols[i] for i in range(len(mid))]
 
     def convolution(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
                     edge_radial: torch.Tensor) -> torch.Tensor:
-        """sum over edges of uvu(h[neighbour], edge_sh; weights), in ``mid`` layout (N, dim).
+        """sum over edges of uvu(h[neighbour], edge_sh; weights), in ``mid`` layout (N, dim)."""
+        if self.kernel == "reference":
+            return self._reference_convolution(h, edge_index, edge_sh, edge_radial)
+        if torch.jit.is_scripting():  # exported models: the same arithmetic, plain ops
+            return self._fast_convolution_plain(h, edge_index, edge_sh, edge_radial)
+        return self._fast_convolution(h, edge_index, edge_sh, edge_radial)
+
+    def _reference_convolution(self, h: torch.Tensor, edge_index: torch.Tensor,
+                               edge_sh: torch.Tensor, edge_radial: torch.Tensor) -> torch.Tensor:
+        """e3nn's TensorProduct per edge, summed onto the centre atoms (TorchScript-able)."""
+        msg = self.tp(h.index_select(0, edge_index[1]), edge_sh, self.radial(edge_radial))
+        return msg.new_zeros(h.shape[0], msg.shape[1]).index_add(0, edge_index[0], msg)
+
+    @torch.jit.unused  # a custom autograd Function: TorchScript runs the plain-op form below
+    def _fast_convolution(self, h, edge_index, edge_sh, edge_radial):  # (no annotations:
+        # TorchScript cannot resolve the postponed ones of an unused method; all are Tensors)
+        """The hand-written kernel (module docstring), for training and synthpre's calculator.
 
         Edge tensors are laid out (E, component, channel): the channel (32) is the innermost,
         contiguous dimension, so every elementwise op vectorises over it; e3nn's
@@ -274,21 +322,46 @@ class Interaction(nn.Module):
         hidden = edge_radial
         for layer in layers:
             hidden = layer(hidden)
-        last_weight = last.weight / (last.h_in * last.var_in / last.var_out) ** 0.5
-        mid_parts: list = [None] * len(self.mid_dims)
-        for n, (sl, u, d_in, width, cols, _) in enumerate(self.blocks):
+        # the last layer's normalised weight matrix, through its public forward (an identity
+        # input) rather than e3nn's private normalisation fields; exact, and differentiable
+        last_weight = last(torch.eye(last.weight.shape[0], dtype=hidden.dtype,
+                                     device=hidden.device))
+        sums = []
+        for b in self.conv_blocks:
             # radial weights straight in the (E, width, u) per-column layout: the last
             # layer's weight columns are repeated per output component (a small gather on
             # the parameter instead of a per-edge one)
-            w = (hidden @ last_weight.index_select(1, getattr(self, f"w_cols_{n}"))
-                 ).view(n_edges, width, u)
-            y = (edge_sh @ getattr(self, f"coupling_{n}")).view(n_edges, width, d_in)
-            x = h[:, sl].reshape(n_nodes, u, d_in).transpose(1, 2).contiguous()
-            x = x.index_select(0, neighbour)                                  # (E, d_in, u)
-            acc = _EdgeConv.apply(x, y, w, centre, n_nodes)
-            for i_out, cs in cols:
-                mid_parts[i_out] = acc[:, cs].transpose(1, 2).reshape(n_nodes, -1)
-        return torch.cat(mid_parts, dim=1)
+            rows = last_weight.shape[0]
+            w_block = last_weight.view(rows, -1, b.u).index_select(1, b.col_paths)
+            w = (hidden @ w_block.view(rows, -1)).view(n_edges, b.width, b.u)
+            y = (edge_sh @ b.coupling).view(n_edges, b.width, b.d_in)
+            x = _gather(h, neighbour, b.start, b.stop, b.u, b.d_in)
+            sums.append(_EdgeConv.apply(x, y, w, centre, n_nodes))
+        return self._to_mid_layout(sums, n_nodes)
+
+    def _fast_convolution_plain(self, h: torch.Tensor, edge_index: torch.Tensor,
+                                edge_sh: torch.Tensor, edge_radial: torch.Tensor) -> torch.Tensor:
+        """``_fast_convolution`` without the custom Function (TorchScript cannot compile one):
+        autograd of these ops gives the forces. The radial weights are gathered per edge from
+        the MLP's output (TorchScript cannot split e3nn's FullyConnectedNet), whole channel
+        rows at a time (a gather per column made 216-atom MD steps ~1.2x slower).
+        """
+        n_nodes, n_edges = h.shape[0], edge_sh.shape[0]
+        weights = self.radial(edge_radial)
+        sums: List[torch.Tensor] = []
+        for b in self.conv_blocks:
+            w = weights.view(n_edges, -1, b.u).index_select(1, b.col_paths)  # (E, width, u)
+            y = (edge_sh @ b.coupling).view(n_edges, b.width, b.d_in)
+            msg = _yx(y, _gather(h, edge_index[1], b.start, b.stop, b.u, b.d_in)) * w
+            sums.append(msg.new_zeros(n_nodes, b.width, b.u).index_add(0, edge_index[0], msg))
+        return self._to_mid_layout(sums, n_nodes)
+
+    def _to_mid_layout(self, sums: List[torch.Tensor], n_nodes: int) -> torch.Tensor:
+        """Per-block sums (N, width, u) -> (N, mid.dim) in e3nn's (channel, component) order."""
+        parts: List[torch.Tensor] = []
+        for n, first, end in self.mid_order:
+            parts.append(sums[n][:, first:end].transpose(1, 2).reshape(n_nodes, -1))
+        return torch.cat(parts, dim=1)
 
     def forward(self, x, edge_index, edge_sh, edge_radial):
         sc = self.self_connection(x)
@@ -301,13 +374,16 @@ class Interaction(nn.Module):
 class NequIP(nn.Module):
     """Energy model; forces and stress come from autograd in ``forward``."""
 
+    __jit_unused_properties__ = ["dtype"]  # Python-side only (synthpre.export scripts it)
+
     def __init__(self, config: dict):
         super().__init__()
         self.config = {**DEFAULT_CONFIG, **config}
         c = self.config
         self.species = list(c["species"])
+        self.num_species = len(self.species)
         self.r_max = float(c["r_max"])
-        n_species, f = len(self.species), c["num_features"]
+        n_species, f = self.num_species, c["num_features"]
         ps = (1, -1) if c["parity"] else (1,)
         irreps_hidden = o3.Irreps([(f, (l, p)) for l in range(c["l_max"] + 1) for p in ps])
         self.irreps_sh = o3.Irreps.spherical_harmonics(c["l_max"], p=-1 if c["parity"] else 1)
@@ -320,7 +396,7 @@ class NequIP(nn.Module):
         for _ in range(c["num_layers"]):
             layers.append(Interaction(irreps, irreps_hidden, self.irreps_sh, c["num_basis"],
                                       c["radial_mlp_width"], c["radial_mlp_depth"],
-                                      c["avg_num_neighbors"]))
+                                      c["avg_num_neighbors"], c["kernel"]))
             irreps = layers[-1].irreps_out
         self.layers = nn.ModuleList(layers)
         self.head_1 = o3.Linear(irreps, f"{f // 2}x0e")
@@ -337,6 +413,23 @@ class NequIP(nn.Module):
     def dtype(self) -> torch.dtype:
         return DTYPES[self.config["dtype"]]
 
+    def atomic_energies(self, species: torch.Tensor, vec: torch.Tensor,
+                        edge_index: torch.Tensor) -> torch.Tensor:
+        """Per-atom energies from species indices and edge vectors r_j - r_i (i = centre).
+
+        The whole network, without the Batch and autograd wrapping of ``forward``: exported
+        models (``synthpre.export``) call it from TorchScript on an engine's neighbour list.
+        """
+        r = torch.linalg.vector_norm(vec, dim=1)
+        edge_sh = self.sh(vec)
+        edge_radial = self.bessel(r) * polynomial_cutoff(r, self.r_max).unsqueeze(-1)
+        x = self.embedding(nn.functional.one_hot(species, self.num_species).to(vec.dtype))
+        for layer in self.layers:
+            x = layer(x, edge_index, edge_sh, edge_radial)
+        atomic = self.head_2(self.head_1(x)).squeeze(-1)
+        return atomic * self.scale[species] + self.shift[species]
+
+    @torch.jit.unused  # TorchScript compiles ``atomic_energies`` only (synthpre.export)
     def forward(self, batch: Batch, compute_stress: bool = False) -> dict[str, torch.Tensor]:
         n_struct = batch.num_structures
         positions = batch.positions.detach().requires_grad_(True)
@@ -352,15 +445,7 @@ class NequIP(nn.Module):
             vec = vec + torch.einsum("ei,eij->ej", vec, sym[batch.batch[centre]])
             inputs.append(strain)
 
-        r = vec.norm(dim=1)
-        edge_sh = self.sh(vec)
-        edge_radial = self.bessel(r) * polynomial_cutoff(r, self.r_max).unsqueeze(-1)
-        one_hot = nn.functional.one_hot(batch.species, len(self.species)).to(vec.dtype)
-        x = self.embedding(one_hot)
-        for layer in self.layers:
-            x = layer(x, batch.edge_index, edge_sh, edge_radial)
-        atomic = self.head_2(self.head_1(x)).squeeze(-1)
-        atomic = atomic * self.scale[batch.species] + self.shift[batch.species]
+        atomic = self.atomic_energies(batch.species, vec, batch.edge_index)
         energy = torch.zeros(n_struct, dtype=atomic.dtype, device=atomic.device)
         energy = energy.index_add(0, batch.batch, atomic)
 

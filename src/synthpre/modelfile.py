@@ -31,20 +31,31 @@ def save_model(path: str | os.PathLike, model: NequIP, meta: dict) -> None:
         torch.save(payload, tmp)
 
 
-def load_model(path: str | os.PathLike, device="cpu") -> tuple[NequIP, dict]:
-    """Rebuild the model from its stored config; returns (model in eval mode, meta)."""
+def load_model(path: str | os.PathLike, device="cpu",
+               kernel: str | None = None) -> tuple[NequIP, dict]:
+    """Rebuild the model from its stored config; returns (model in eval mode, meta).
+
+    ``kernel`` evaluates the same weights with another convolution kernel (the stored one,
+    or ``fast`` for files written before kernels were selectable, when None). A file that is
+    not a model of this pipeline raises ValueError naming it.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-        missing = sorted(set(MODEL_KEYS) - set(payload if isinstance(payload, dict) else ()))
-        if missing:
-            raise KeyError(f"missing {missing}")
-        model = NequIP.from_config(payload["config"])
+    except Exception as err:  # truncated zip, a pickle of something else, not torch at all
+        reason = str(err).split(". ")[0]
+        raise ValueError(f"{path}: not a readable synthpre model file "
+                         f"({type(err).__name__}: {reason})") from err
+    missing = sorted(set(MODEL_KEYS) - set(payload if isinstance(payload, dict) else ()))
+    if missing:
+        raise ValueError(f"{path}: not a synthpre model file (no {', '.join(missing)})")
+    config = payload["config"] if kernel is None else {**payload["config"], "kernel": kernel}
+    try:
+        model = NequIP.from_config(config)
         model.load_state_dict(payload["state_dict"])
-    except Exception as err:  # torch raises EOFError, RuntimeError, UnpicklingError, ...
-        raise ValueError(f"{path}: not a readable synthpre model file ({type(err).__name__}: "
-                         f"{err}); expected a torch file with config, state_dict, species, e0 "
-                         f"and meta, as `synthpre train` writes") from err
+    except (RuntimeError, KeyError, TypeError) as err:  # written by another model version
+        raise ValueError(f"{path}: the stored weights do not fit its model config "
+                         f"({str(err).splitlines()[0]})") from err
     meta = {**payload["meta"], "e0": payload["e0"]}
     return model.to(device).eval(), meta

@@ -121,7 +121,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         name = f"{stage} on {real_dir} (n={n}, seed={seed})"
 
     if init:
-        model, init_meta = load_model(init)
+        model, init_meta = load_model(init, kernel=model_cfg["kernel"])
         check_compatible(model, init, species, model_cfg["r_max"])
         if "n_pretrain" not in init_meta:
             raise ValueError(f"{init}: its record has no n_pretrain (not written by "
