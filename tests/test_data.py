@@ -59,13 +59,19 @@ def test_shard_round_trips_exactly(md_frames, tmp_path):
     assert back[0]["config_type"] == "liquid"
 
 
-def test_build_shards_splits_by_trajectory(md_frames, tmp_path):
+def labelled_per_trajectory(md_frames, folder):
+    """The MD frames labelled with Tersoff, one extxyz file per trajectory (as the pipeline)."""
     labelled = label_frames(md_frames, get_teacher("tersoff"))
     files = []
     for k in range(3):
-        path = tmp_path / f"t{k}.extxyz"
+        path = folder / f"t{k}.extxyz"
         write_frames(path, [a for a in labelled if a.info["traj_id"] == f"t{k}"])
         files.append(str(path))
+    return labelled, files
+
+
+def test_build_shards_splits_by_trajectory(md_frames, tmp_path):
+    labelled, files = labelled_per_trajectory(md_frames, tmp_path)
     status = tmp_path / "bad.json"
     status.write_text(json.dumps({"traj_id": "t9", "failure": "lost atoms (3 of 16)"}))
     manifest = build_shards(files, [str(status)], str(tmp_path / "shards"), min_time_ps=0.2,
@@ -172,12 +178,7 @@ def test_committed_demo_dft_set_is_physically_sane():
 def test_pretraining_subsets_are_nested_and_keep_trajectories_whole(md_frames, tmp_path):
     from synthpre.sharding import pretraining_subset, shard_paths
 
-    labelled = label_frames(md_frames, get_teacher("tersoff"))
-    files = []
-    for k in range(3):
-        path = tmp_path / f"t{k}.extxyz"
-        write_frames(path, [a for a in labelled if a.info["traj_id"] == f"t{k}"])
-        files.append(str(path))
+    labelled, files = labelled_per_trajectory(md_frames, tmp_path)
     build_shards(files, [], str(tmp_path / "shards"), min_time_ps=0.0, max_force=1e9,
                  val_fraction=0.0, seed=0, frames_per_shard=4, r_max=4.0)
     paths = shard_paths(str(tmp_path / "shards" / "manifest.json"), "train")
