@@ -209,3 +209,34 @@ def test_fit_e0_refuses_a_single_composition(sic_frames):
     same = [a for a in sic_frames if a.get_chemical_symbols().count("C") == 8]
     with pytest.raises(ValueError, match="cannot separate"):
         fit_e0(same, np.zeros(len(same)), ["C", "Si"])
+
+
+@pytest.mark.parametrize("compositions", [[(4, 12)], [(4, 12), (12, 4)]])
+def test_refit_shift_per_species(compositions):
+    """Fine-tuning's shift re-fit: two compositions separate the species' shifts exactly;
+    one composition moves both species by the same per-atom amount."""
+    from synthpre.model import NequIP
+    from synthpre.records import to_record
+    from synthpre.training_job import predict, refit_shift
+
+    torch.manual_seed(0)
+    model = NequIP.from_config({"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 1,
+                                "num_features": 4, "l_max": 1, "dtype": "float64"})
+    true = {"Li": -1.5, "Si": -4.0}
+    records = []
+    for k, (n_li, n_si) in enumerate(compositions * 2):
+        atoms = random_cell({"Li": n_li, "Si": n_si}, 1.5, 1.6, seed=k)
+        atoms.info["energy"], atoms.arrays["forces"] = 0.0, np.zeros((16, 3))
+        records.append(to_record(atoms, "mem", k, "energy", "forces"))
+    before = [e for e, _ in predict(model, records)]
+    for r, e in zip(records, before):
+        r["energy"] = e + true["Li"] * np.sum(r["numbers"] == 3) + true["Si"] * np.sum(
+            r["numbers"] == 14)
+    delta = refit_shift(model, records)
+    if len(compositions) == 2:
+        assert delta == pytest.approx(true, abs=1e-8)
+        after = [e for e, _ in predict(model, records)]
+        assert after == pytest.approx([r["energy"] for r in records], abs=1e-6)
+    else:
+        per_atom = (4 * true["Li"] + 12 * true["Si"]) / 16
+        assert delta == pytest.approx({"Li": per_atom, "Si": per_atom}, abs=1e-8)

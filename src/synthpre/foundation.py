@@ -44,6 +44,12 @@ def chgnet(model: str = "0.3.0", device: str = "cpu"):
     return CHGNetCalculator(model=net, use_device=device, on_isolated_atoms="ignore")
 
 
+def on_gpu(calculator) -> bool:
+    """Batching pays on a GPU only: on one CPU core it was slower than frame by frame
+    (docs/benchmarks.md), so labelling batches only when the calculator runs on CUDA."""
+    return str(getattr(calculator, "device", "cpu")).startswith("cuda")
+
+
 def label_batch(calculator, frames: list[Atoms], batch_size: int = 16):
     """(energies, forces) for many frames per model call, or None when ``calculator`` has
     no batched path (then callers label frame by frame). Batching amortises Python and graph
