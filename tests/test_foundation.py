@@ -5,6 +5,8 @@ E0 fits come out right."""
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +18,7 @@ from synthpre.cells import cell_composition, random_cell
 from synthpre.config_check import ConfigError, check_config
 from synthpre.foundation import (CHGNET_0_3_ELEMENTS, SEVENNET_0_ELEMENTS, chgnet, label_batch,
                                  sevennet)
-from synthpre.frames import write_frames
+from synthpre.frames import read_frames, write_frames
 from synthpre.label import label_frames
 from synthpre.lammps_system import LammpsSystem, isolated_atom_energy
 from synthpre.md import Protocol, run_trajectory
@@ -240,3 +242,34 @@ def test_refit_shift_per_species(compositions):
     else:
         per_atom = (4 * true["Li"] + 12 * true["Si"]) / 16
         assert delta == pytest.approx({"Li": per_atom, "Si": per_atom}, abs=1e-8)
+
+
+def test_lisi_example_data_is_physical():
+    """The shipped example set: PBE labels, two species, E0 per element, sane ranges."""
+    path = REPO / "data" / "lisi" / "lisi-dft.extxyz"
+    frames = read_frames(path)
+    assert len(frames) == 27
+    formulas = {a.get_chemical_formula() for a in frames}
+    assert {"Li4Si12", "Li8Si8", "Li12Si4"} <= formulas
+    for atoms in frames:
+        assert atoms.info["labeller"] == "gpaw"
+        assert {"e0_Li", "e0_Si"} <= set(atoms.info)
+        assert -6.0 < atoms.info["energy"] / len(atoms) < -1.0
+        assert np.abs(atoms.arrays["forces"]).max() < 20.0
+        assert np.abs(atoms.arrays["forces"].sum(axis=0)).max() < 0.05  # momentum
+
+
+def test_lisi_config_dag_builds_here(tmp_path):
+    """configs/lisi.yaml: a binary study with foundation teachers and its DFT stage plans
+    the jobs its README section describes (a dry run, nothing computed)."""
+    (tmp_path / "data").symlink_to(REPO / "data")
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "-n", "--quiet", "rules", "--configfile",
+         str(REPO / "config.yaml"), str(REPO / "configs" / "lisi.yaml")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(line.split() for line in proc.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts["md"] == "4" and counts["label"] == "8" and counts["dft"] == "2"
+    assert counts["pretrain"] == "2" and counts["finetune"] == "12" and counts["scratch"] == "6"

@@ -38,7 +38,7 @@ BUILTIN_TEACHERS: dict[str, dict] = {
     "airebo": {"pair_style": "airebo 3.0 1 1",
                "pair_coeff": "* * {potentials}/CH.airebo {elements}", "elements": ["C", "H"]},
     # Universal potentials with their weights in the wheel (synthpre.foundation): ASE teachers
-    # for any chemistry they cover. sevennet-0 is the measured default (README, "Foundation").
+    # for any chemistry they cover; which for MD and which for labels: README, "Foundation".
     "sevennet-0": {"kind": "ase", "calculator": "synthpre.foundation:sevennet",
                    "elements": SEVENNET_0_ELEMENTS},
     "chgnet-0.3": {"kind": "ase", "calculator": "synthpre.foundation:chgnet",
