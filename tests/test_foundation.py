@@ -273,3 +273,27 @@ def test_lisi_config_dag_builds_here(tmp_path):
                   if len(line.split()) == 2 and line.split()[1].isdigit())
     assert counts["md"] == "4" and counts["label"] == "8" and counts["dft"] == "2"
     assert counts["pretrain"] == "2" and counts["finetune"] == "12" and counts["scratch"] == "6"
+
+
+def test_md_command_builds_the_composition_from_the_config(tmp_path):
+    """`synthpre md` with the md rule's settings slice: a binary cell of the configured
+    composition (Tersoff SiC, seconds), and a single-element config keeps its old slice."""
+    import json
+
+    from synthpre import job_settings
+    from synthpre.cli import main
+
+    config = load_config(teacher="tersoff", labellers=["tersoff"], n_atoms=12,
+                         composition={"C": 1, "Si": 2})
+    config["elements"] = ["C", "Si"]
+    config["synthetic"]["protocol"] = {"dump_every_ps": 0.01, "stages": [
+        {"name": "anneal", "T_start": 2000, "T_end": 2000, "duration_ps": 0.02}]}
+    settings = job_settings.md(config, "tersoff")
+    assert settings["composition"] == {"C": 1, "Si": 2}
+    frames = tmp_path / "frames.extxyz"
+    assert main(["md", "--settings", json.dumps(settings), "--teacher", "tersoff",
+                 "--job", "d2.5-T2000-r0", "--out-frames", str(frames),
+                 "--out-status", str(tmp_path / "md.json")]) == 0
+    last = read_frames(frames)[-1]
+    assert sorted(last.get_chemical_symbols()) == ["C"] * 4 + ["Si"] * 8
+    assert "composition" not in job_settings.md(load_config(), "snap_c")
