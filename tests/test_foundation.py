@@ -297,3 +297,32 @@ def test_md_command_builds_the_composition_from_the_config(tmp_path):
     last = read_frames(frames)[-1]
     assert sorted(last.get_chemical_symbols()) == ["C"] * 4 + ["Si"] * 8
     assert "composition" not in job_settings.md(load_config(), "snap_c")
+
+
+def test_model_tells_species_apart_and_ignores_atom_order(lisi):
+    """Two species in the student model: permuting atoms (with their species) changes
+    nothing, swapping which atoms are Li and which Si changes the energy and forces.
+    (Rotation and forces = -dE/dr with two species: tests/test_model.py, C and O.)"""
+    from synthpre.graph import collate
+    from synthpre.model import NequIP
+    from synthpre.records import to_record
+
+    torch.manual_seed(0)
+    model = NequIP.from_config({"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 2,
+                                "num_features": 8, "l_max": 1, "dtype": "float64"}).eval()
+
+    def run(atoms):
+        atoms = atoms.copy()
+        atoms.info["energy"], atoms.arrays["forces"] = 0.0, np.zeros((len(atoms), 3))
+        out = model(collate([to_record(atoms, "mem", 0)], model.species, 4.0, torch.float64))
+        return out["energy"].item(), out["forces"].detach().numpy()
+
+    e, f = run(lisi)
+    perm = np.random.default_rng(1).permutation(len(lisi))
+    e_perm, f_perm = run(lisi[perm])
+    assert e_perm == pytest.approx(e, abs=1e-10)
+    np.testing.assert_allclose(f_perm, f[perm], atol=1e-10)
+    swapped = lisi.copy()
+    swapped.set_chemical_symbols(["Si" if s == "Li" else "Li" for s in lisi.get_chemical_symbols()])
+    e_swap, f_swap = run(swapped)
+    assert abs(e_swap - e) > 1e-4 and np.abs(f_swap - f).max() > 1e-4
