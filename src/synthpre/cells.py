@@ -37,6 +37,36 @@ def check_packing(symbols: list[str], density: float, min_distance: float) -> No
                          f"{packing:.2f} > {MAX_PACKING}, where random placement starts to jam)")
 
 
+def cell_composition(elements: list[str], n_atoms: int,
+                     composition: dict[str, float] | None = None) -> dict[str, int]:
+    """Atoms per element in a random cell of ``n_atoms``. ``composition`` gives relative
+    amounts (``{Li: 1, Si: 1}`` or ``{Li: 0.5, Si: 0.5}``); without it, ``elements`` must be
+    one element. Counts round by largest remainder, so they always sum to ``n_atoms``."""
+    if not composition:
+        if len(elements) != 1:
+            raise ValueError(f"config field 'synthetic.composition' is needed for random cells "
+                             f"of more than one element ({elements})")
+        return {elements[0]: int(n_atoms)}
+    outside = sorted(set(composition) - set(elements))
+    if outside:
+        raise ValueError(f"config field 'synthetic.composition': element(s) {outside} are not "
+                         f"in config field 'elements' {elements}")
+    names = sorted(composition)
+    weights = np.array([float(composition[s]) for s in names])
+    if not (np.all(weights > 0) and np.all(np.isfinite(weights))):
+        raise ValueError(f"config field 'synthetic.composition': amounts must be > 0, "
+                         f"got {composition}")
+    exact = n_atoms * weights / weights.sum()
+    counts = np.floor(exact).astype(int)
+    for k in np.argsort(-(exact - counts), kind="stable")[:n_atoms - counts.sum()]:
+        counts[k] += 1
+    if np.any(counts == 0):
+        raise ValueError(f"config field 'synthetic.composition': {composition} in "
+                         f"{n_atoms} atoms leaves element(s) "
+                         f"{[s for s, c in zip(names, counts) if c == 0]} with no atom")
+    return {s: int(c) for s, c in zip(names, counts)}
+
+
 def random_cell(composition: dict[str, int], density: float, min_distance: float,
                 seed: int, max_tries: int = 2000) -> Atoms:
     """Place atoms one by one, rejecting positions closer than ``min_distance`` (periodic)."""

@@ -23,6 +23,7 @@ def _settings(text: str) -> dict:
 def cmd_md(args) -> None:
     """One trajectory; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
     from .atomic import write_json
+    from .cells import cell_composition
     from .config_check import job_seed, parse_job
     from .frames import write_frames
     from .lammps_system import mpi_rank, omp_args
@@ -33,7 +34,8 @@ def cmd_md(args) -> None:
     density, anneal_t, _ = parse_job(args.job)
     teacher = get_teacher(args.teacher, s["teachers"])
     seed = job_seed(args.job, s["seed"])
-    result = run_trajectory(teacher, {s["elements"][0]: s["n_atoms"]}, density, anneal_t,
+    composition = cell_composition(s["elements"], s["n_atoms"], s.get("composition"))
+    result = run_trajectory(teacher, composition, density, anneal_t,
                             Protocol.from_config(s["protocol"]), seed,
                             traj_id=f"{teacher.name}/{args.job}",
                             min_distance=s["min_distance"],

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import zlib
 
-from .cells import check_packing
+from .cells import cell_composition, check_packing
 from .realdata import check_sizes, read_real
 from .teachers import get_teacher
 
@@ -64,11 +64,14 @@ def check_config(config: dict, read_data: bool = True) -> list[str]:
                 teacher.check()  # pair style in this LAMMPS build, potential files exist
             except (ValueError, FileNotFoundError) as err:
                 machine.append(f"config field '{field}': {err}")
-    if len(elements) != 1:
-        raise ConfigError("config field 'elements': random cells are single-element for now")
+    try:
+        counts = cell_composition(elements, syn["n_atoms"], syn.get("composition"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    symbols = [s for s, n in counts.items() for _ in range(n)]
     for density in syn["densities"]:
         try:
-            check_packing(elements * syn["n_atoms"], density, syn["min_distance"])
+            check_packing(symbols, density, syn["min_distance"])
         except ValueError as err:
             raise ConfigError(f"config field 'synthetic.densities': {err}") from None
     source = config["real"]["source"]

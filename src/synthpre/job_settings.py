@@ -31,7 +31,9 @@ def md(config: dict, teacher: str) -> dict:
     syn = config["synthetic"]
     return {"teachers": teacher_spec(config, teacher), "elements": config["elements"],
             "n_atoms": syn["n_atoms"], "min_distance": syn["min_distance"],
-            "seed": syn["seed"], "protocol": syn["protocol"]}
+            "seed": syn["seed"], "protocol": syn["protocol"],
+            # only when set, so single-element configs keep their params (no MD reruns)
+            **({"composition": syn["composition"]} if syn.get("composition") else {})}
 
 
 def label(config: dict, labeller: str) -> dict:

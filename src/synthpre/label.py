@@ -5,11 +5,14 @@ be relabelled by any number of labellers (the paper compared ML and empirical la
 identical structures). A LAMMPS labeller gets a fresh LAMMPS instance per frame (on every MPI
 rank when launched with mpiexec); an ASE labeller is one calculator called directly on every
 frame (no LAMMPS; under mpiexec each rank repeats the same work, so run it on one rank).
+A foundation teacher on a GPU labels many frames per model call; on a CPU one frame per call
+is faster (measured: docs/benchmarks.md, "Foundation teachers").
 """
 from __future__ import annotations
 
 from ase import Atoms
 
+from .foundation import label_batch, on_gpu
 from .frames import set_labels
 from .lammps_system import isolated_atom_energy, single_point
 from .progress import Progress
@@ -28,10 +31,13 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
     elements = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
     calculator = labeller.make_calculator() if labeller.is_ase else None
     e0 = e0 or isolated_atom_energies(labeller, elements, calculator, lammps_args)
+    batched = label_batch(calculator, frames) if calculator is not None \
+        and on_gpu(calculator) else None
     labelled = []
     progress = Progress(f"label with {labeller.name}", len(frames), unit="frames")
-    for atoms in frames:
-        energy, forces = single_point(atoms, labeller, calculator, lammps_args)
+    for k, atoms in enumerate(frames):
+        energy, forces = ((batched[0][k], batched[1][k]) if batched else
+                          single_point(atoms, labeller, calculator, lammps_args))
         out = atoms.copy()
         set_labels(out, energy - sum(e0[s] for s in atoms.get_chemical_symbols()), forces)
         out.info["labeller"] = labeller.name

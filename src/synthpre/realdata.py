@@ -21,9 +21,18 @@ from .shards import read_shard, write_shard
 
 
 def fit_e0(frames: list[Atoms], energies: np.ndarray, elements: list[str]) -> dict[str, float]:
-    counts = np.array([[a.get_chemical_symbols().count(s) for s in elements] for a in frames])
-    coef, *_ = np.linalg.lstsq(counts.astype(float), energies, rcond=None)
-    return {s: float(c) for s, c in zip(elements, coef)}
+    """Per-element references by least squares of total energy on composition. Needs as many
+    distinct compositions as elements present: one ratio alone (all Li8Si8) fixes only a sum,
+    and a silent minimum-norm split would put arbitrary energy on each species."""
+    present = [s for s in elements if any(s in a.get_chemical_symbols() for a in frames)]
+    counts = np.array([[a.get_chemical_symbols().count(s) for s in present] for a in frames],
+                      dtype=float)
+    if np.linalg.matrix_rank(counts) < len(present):
+        raise ValueError(f"real.e0 'fit' cannot separate the references of {present}: the "
+                         f"structures' compositions are not independent (give real.e0 as a "
+                         f"mapping, or data with more compositions)")
+    coef, *_ = np.linalg.lstsq(counts, energies, rcond=None)
+    return {s: float(c) for s, c in zip(present, coef)}
 
 
 def load_real(paths: list[str], elements: list[str], energy_key: str, forces_key: str,

@@ -20,6 +20,7 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from .foundation import CHGNET_0_3_ELEMENTS, SEVENNET_0_ELEMENTS
 from .lammps_runtime import new_lammps, potentials_dir
 
 BUILTIN_TEACHERS: dict[str, dict] = {
@@ -36,6 +37,12 @@ BUILTIN_TEACHERS: dict[str, dict] = {
                 "elements": ["C", "Si"]},
     "airebo": {"pair_style": "airebo 3.0 1 1",
                "pair_coeff": "* * {potentials}/CH.airebo {elements}", "elements": ["C", "H"]},
+    # Universal potentials with their weights in the wheel (synthpre.foundation): ASE teachers
+    # for any chemistry they cover; which for MD and which for labels: README, "Foundation".
+    "sevennet-0": {"kind": "ase", "calculator": "synthpre.foundation:sevennet",
+                   "elements": SEVENNET_0_ELEMENTS},
+    "chgnet-0.3": {"kind": "ase", "calculator": "synthpre.foundation:chgnet",
+                   "elements": CHGNET_0_3_ELEMENTS},
 }
 
 
@@ -80,8 +87,11 @@ class Teacher:
         An ASE teacher needs none: its forces come through ``fix external``."""
         missing = sorted(set(elements) - set(self.elements))
         if missing:
+            covers = (self.elements if len(self.elements) <= 10 else
+                      f"{len(self.elements)} elements ({', '.join(self.elements[:3])}, ..., "
+                      f"{self.elements[-1]})")
             raise ValueError(f"teacher '{self.name}' does not cover element(s) {missing}; "
-                             f"it covers {self.elements}")
+                             f"it covers {covers}")
         if self.is_ase:
             return []
         coeff = " ".join(_lammps_quote(t) for t in self.coeff_tokens(" ".join(elements)))

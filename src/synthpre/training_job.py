@@ -71,7 +71,13 @@ def fit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
     counts = np.array([[np.sum(r["numbers"] == atomic_numbers[s]) for s in model.species]
                        for r in records], dtype=float)
     residual = np.array([r["energy"] - e for r, (e, _) in zip(records, predict(model, records))])
-    delta, *_ = np.linalg.lstsq(counts, residual, rcond=None)
+    present = counts.any(axis=0)
+    if np.linalg.matrix_rank(counts) < present.sum():
+        # one composition (or dependent ones) cannot tell the species apart: move every
+        # species by the same per-atom amount rather than a minimum-norm split
+        delta = np.full(len(model.species), residual.sum() / counts.sum())
+    else:
+        delta, *_ = np.linalg.lstsq(counts, residual, rcond=None)
     with torch.no_grad():
         model.shift += torch.as_tensor(delta, dtype=model.shift.dtype)
     return {s: float(d) for s, d in zip(model.species, delta)}
