@@ -214,12 +214,12 @@ def test_fit_e0_refuses_a_single_composition(sic_frames):
 
 
 @pytest.mark.parametrize("compositions", [[(4, 12)], [(4, 12), (12, 4)]])
-def test_refit_shift_per_species(compositions):
+def test_fit_shift_per_species(compositions):
     """Fine-tuning's shift re-fit: two compositions separate the species' shifts exactly;
     one composition moves both species by the same per-atom amount."""
     from synthpre.model import NequIP
     from synthpre.records import to_record
-    from synthpre.training_job import predict, refit_shift
+    from synthpre.training_job import fit_shift, predict
 
     torch.manual_seed(0)
     model = NequIP.from_config({"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 1,
@@ -234,7 +234,7 @@ def test_refit_shift_per_species(compositions):
     for r, e in zip(records, before):
         r["energy"] = e + true["Li"] * np.sum(r["numbers"] == 3) + true["Si"] * np.sum(
             r["numbers"] == 14)
-    delta = refit_shift(model, records)
+    delta = fit_shift(model, records)
     if len(compositions) == 2:
         assert delta == pytest.approx(true, abs=1e-8)
         after = [e for e, _ in predict(model, records)]
