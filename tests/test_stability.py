@@ -6,6 +6,7 @@ import copy
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from ase import Atoms
 from ase.build import bulk
@@ -17,6 +18,7 @@ from synthpre.model import NequIP
 from synthpre.modelfile import save_model
 from synthpre.stability import (FailureCriteria, StabilityProtocol, StabilitySettings, detect,
                                 pooled_relabel, relabel, run_md)
+from synthpre.stability_curves import parse_point, stability_curves
 from synthpre.stability_job import run_stability_job
 from synthpre.structure_analysis import coordination_fractions, rdf, rdf_distance
 from synthpre.teachers import get_teacher
@@ -171,6 +173,16 @@ def test_job_writes_reference_then_model_results(starts_file, tmp_path):
     assert written["summary"]["n_runs"] == 2 and len(frames) > 0
     assert out["summary"]["relabel"]["force_rmse"] > 0
     assert not list(tmp_path.glob(".tmp-*"))
+    table = stability_curves([str(tmp_path / "m.json")], str(tmp_path / "ref.json"),
+                             str(tmp_path / "stability.csv"), [str(tmp_path / "s.png")])
+    csv = pd.read_csv(tmp_path / "stability.csv")
+    assert list(csv["mode"]) == ["scratch", "teacher"] and list(csv["labeller"]) == ["none", "lcbop"]
+    assert csv.loc[1, "survival_fraction"] == 1.0 and csv.loc[1, "n_runs"] == 2
+    fails = sum(not r["survived"] for r in written["runs"])
+    assert csv.loc[0, "survival_fraction"] == (2 - fails) / 2 == table.loc[0, "survival_fraction"]
+    assert csv.loc[0, "relabel_force_rmse"] == pytest.approx(
+        written["summary"]["relabel"]["force_rmse"], rel=1e-5)
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Another protocol than the reference's: refused before any MD.
     other = job_settings(protocol={"dump_every_ps": 0.01, "hold_ps": 0.4})
     with pytest.raises(ValueError, match="another protocol"):
@@ -224,3 +236,56 @@ def test_bad_start_structures_are_named_before_md(starts_file, tmp_path):
         run_stability_job(two, str(silicon), tmp_path / "o.json", tmp_path / "o.x",
                           model=str(model), reference=str(ref))
     assert not (tmp_path / "o.json").exists()
+
+
+def test_points_parse_and_bad_ones_are_named():
+    assert parse_point("pretrain/snap_c") == {"mode": "pretrain", "labeller": "snap_c",
+                                              "n": None, "seed": None}
+    assert parse_point("finetune/lcbop/n25/s3") == {"mode": "finetune", "labeller": "lcbop",
+                                                    "n": 25, "seed": 3}
+    assert parse_point("scratch/n25/s3")["labeller"] == "none"
+    for bad in ("scratch/lcbop/n1/s1", "pretrain/x/n1/s1", "finetune/n1/s1", None):
+        with pytest.raises(ValueError, match="is not scratch/n<N>/s<seed>"):
+            parse_point(bad)
+
+
+def test_killed_job_leaves_nothing_and_a_rerun_finishes(starts_file, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(settings):
+        (tmp_path / "settings.json").write_text(json.dumps(settings))
+        return [sys.executable, "-m", "synthpre", "stability", "--settings",
+                f"@{tmp_path / 'settings.json'}", "--starts", str(starts_file),
+                "--out", str(tmp_path / "out" / "stability.json"),
+                "--frames", str(tmp_path / "out" / "frames.extxyz")]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(command(job_settings(protocol={"hold_ps": 200.0})), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(4.0)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    out = tmp_path / "out"
+    assert not out.exists() or list(out.iterdir()) == []
+    done = subprocess.run(command(job_settings()), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "stability.json").read_text())["summary"]["n_survived"] == 2
+    assert sorted(p.name for p in out.iterdir()) == ["frames.extxyz", "stability.json"]
+
+
+def test_cli_names_a_bad_field(starts_file, tmp_path):
+    import subprocess
+    import sys
+
+    settings = json.dumps(job_settings(protocol={"nve_ps": -1}))
+    proc = subprocess.run([sys.executable, "-m", "synthpre", "stability", "--settings", settings,
+                           "--starts", str(starts_file), "--out", str(tmp_path / "o.json"),
+                           "--frames", str(tmp_path / "o.extxyz")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "synthpre stability: error: config field 'stability.protocol.nve_ps' must be >= 0" \
+        in proc.stderr

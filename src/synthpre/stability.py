@@ -352,8 +352,8 @@ def summarise(runs: list[dict], protocol: StabilityProtocol) -> dict:
         reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
     total_ps = sum(s[3] for s in protocol.stages()) * protocol.timestep_fs / 1000.0
 
-    def mean(key):
-        values = [r[key] for r in runs if r.get(key) is not None]
+    def mean(key, f=float):
+        values = [f(r[key]) for r in runs if r.get(key) is not None]
         return float(np.mean(values)) if values else None
 
     return {"n_runs": len(runs), "n_survived": len(runs) - len(failed),
@@ -364,7 +364,7 @@ def summarise(runs: list[dict], protocol: StabilityProtocol) -> dict:
             if failed else None,
             "failure_reasons": reasons,
             "rdf_distance": mean("rdf_distance"),
-            "nve_drift_meV_per_atom_ps": mean("nve_drift_meV_per_atom_ps"),
+            "nve_abs_drift_meV_per_atom_ps": mean("nve_drift_meV_per_atom_ps", abs),
             "coordination": _mean_fractions([r["coordination"] for r in runs]),
             "teacher_coordination": _mean_fractions([r.get("teacher_coordination")
                                                      for r in runs])}
@@ -376,3 +376,19 @@ def _mean_fractions(items: list[dict | None]) -> dict | None:
         return None
     return {k: float(np.mean([c[k] for c in items])) for k in items[0]}
 
+
+
+def check_stability_config(config: dict) -> str:
+    """Parse-time check of the ``stability`` section (Snakefile): bad fields, and a start file
+    that is missing, holds unknown elements or no cell in the window, stop the run before any
+    job, naming the field or file. Returns ``starts.source``."""
+    from .config_check import ConfigError
+
+    try:
+        cfg = StabilitySettings.from_config(config["stability"])
+        if cfg.starts.source != "test":
+            select_starts(read_start_source(cfg.starts.source), cfg.starts, config["elements"],
+                          f"{cfg.starts.source} (config field 'stability.starts.source')")
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from None
+    return cfg.starts.source
