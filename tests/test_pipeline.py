@@ -87,7 +87,7 @@ def test_tiny_pipeline_writes_learning_curves(tiny_run, real_like_file):
 @pytest.mark.slow
 def test_finished_stability_jobs_are_not_rerun(tiny_run):
     dry = snakemake(tiny_run, "-n", "--quiet", "rules")
-    assert "stability" not in dry.stdout, dry.stdout
+    assert "Nothing to be done" in dry.stdout, dry.stdout
 
 
 @pytest.mark.slow
@@ -190,7 +190,8 @@ def test_paper_config_dag_builds_here(tmp_path):
 def test_report_builds_with_learning_curves(tiny_run):
     proc = snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
-    for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv"):
+    for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv",
+                 "stability.svg", "stability.csv"):
         assert name in html, name
 
 

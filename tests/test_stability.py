@@ -195,6 +195,8 @@ def test_job_writes_reference_then_model_results(starts_file, tmp_path):
     ({"protocol": {"warmup_ps": -0.1}}, "'stability.protocol.warmup_ps' must be >= 0"),
     ({"failure": {"speed": 3}}, "config field 'stability.failure.speed' is unknown"),
     ({"velocity_seeds": []}, "config field 'stability.velocity_seeds' is empty"),
+    ({"analysis": {"rdf_bins": "many"}},
+     "config field 'stability.analysis.rdf_bins' must be a number \\(got 'many'\\)"),
 ])
 def test_bad_settings_name_the_field(change, message, starts_file, tmp_path):
     with pytest.raises(ValueError, match=message):

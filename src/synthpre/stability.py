@@ -45,6 +45,9 @@ def _build(cls, cfg: dict, where: str, positive=(), non_negative=()):
     for key in names:
         if key not in cfg:
             raise ValueError(f"config field '{where}.{key}' is missing")
+    for key in (*positive, *non_negative):
+        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)):
+            raise ValueError(f"config field '{where}.{key}' must be a number (got {cfg[key]!r})")
     for key in positive:
         if not cfg[key] > 0:
             raise ValueError(f"config field '{where}.{key}' must be > 0 (got {cfg[key]})")
