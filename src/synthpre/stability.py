@@ -229,13 +229,14 @@ class RunResult:
     frames: list[Atoms]           # dumped frames (all passed the detector)
     nve: list[tuple[float, float]] = field(default_factory=list)  # (time_ps, total energy eV)
     wall_s: float = 0.0
+    cpu_s: float = 0.0            # this process's CPU time: comparable on a shared machine
 
 
 def run_md(potential: Teacher, start: Atoms, protocol: StabilityProtocol,
            crit: FailureCriteria, seed: int, run_id: str, start_index: int,
            lammps_args: tuple[str, ...] = ()) -> RunResult:
     """One stability run of ``potential`` from ``start`` (see the module docstring)."""
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     system = LammpsSystem(start, potential, lammps_args=lammps_args)
     lmp = system.lmp
     dt_ps = protocol.timestep_fs / 1000.0
@@ -257,12 +258,14 @@ def run_md(potential: Teacher, start: Atoms, protocol: StabilityProtocol,
                            f"velocity all create {protocol.T_initial!r} {seed % 900_000 + 1} "
                            f"mom yes rot no dist gaussian", "run 0 post no"])
         bad = state_failure(protocol.T_anneal)
-        for name, t_a, t_b, nsteps in protocol.stages() if not bad else []:
+        for name, t_a, t_b, nsteps in protocol.stages():
+            if bad:
+                break
             target = protocol.T_anneal if t_a is None else max(t_a, t_b)
             fix = "nve" if t_a is None else f"nvt temp {t_a!r} {t_b!r} {protocol.tdamp_fs / 1000.0!r}"
             lmp.command(f"fix integrate all {fix}")
             first, end = step, step + nsteps
-            while step < end and not bad:
+            while step < end:
                 chunk = min(check - step % check, dump - step % dump, end - step)
                 lmp.command(f"run {chunk} start {first} stop {end} "
                             f"pre {'yes' if step == first else 'no'} post no")
@@ -283,6 +286,7 @@ def run_md(potential: Teacher, start: Atoms, protocol: StabilityProtocol,
         result.failure = {"reason": bad[0], "time_ps": round(step * dt_ps, 6), "detail": bad[1]}
     result.time_ps = round(step * dt_ps, 6)
     result.wall_s = time.perf_counter() - t0
+    result.cpu_s = time.process_time() - c0
     return result
 
 

@@ -76,6 +76,9 @@ def plot(table: pd.DataFrame, figures: list[str]) -> None:
             ax.axhline(pre[col], ls="--", lw=1, color="gray",
                        label=f"pre-trained only ({pre['labeller']})")
         ax.set(xscale="log", xlabel="real training structures n", ylabel=label)
+        ns = sorted(curves["n"].dropna().astype(int).unique())
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylim(-0.05, 1.05)
     axes[1].set_ylim(bottom=0)

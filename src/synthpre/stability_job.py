@@ -93,6 +93,7 @@ def _run_record(result, cfg: StabilitySettings) -> dict:
     return {"run": result.run_id, "start": result.start, "seed": result.seed,
             "natoms": result.natoms, "density": result.density, "survived": survived,
             "failure": result.failure, "time_ps": result.time_ps, "wall_s": result.wall_s,
+            "cpu_s": result.cpu_s,
             "n_frames": len(result.frames), **shape,
             "nve_drift_meV_per_atom_ps": drift_meV_per_atom_ps(result.nve, result.natoms)
             if survived else None}
