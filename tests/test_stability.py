@@ -74,6 +74,8 @@ def test_detector_fires_on_a_pair_at_half_an_angstrom():
     crit = CFG.failure
     assert detect(atoms, np.zeros((2, 3)), -1.0, 300.0, 3000.0, crit) == \
         ("close_pair", "pair at 0.500 Å < 0.7 Å")
+    no_pair_check = FailureCriteria(10, 0.0, 30.0, 2.0)  # min_distance 0: criterion off
+    assert detect(atoms, np.zeros((2, 3)), -1.0, 300.0, 3000.0, no_pair_check) is None
     atoms.positions[1] = [2.5, 1, 1]
     assert detect(atoms, np.zeros((2, 3)), -1.0, 300.0, 3000.0, crit) is None
     assert detect(atoms, np.full((2, 3), 31.0), -1.0, 300.0, 3000.0, crit)[0] == "large_force"

@@ -203,7 +203,7 @@ def detect(atoms: Atoms | None, forces: np.ndarray | None, energy: float, temper
         return "lost_atoms", f"{lost} atoms lost"
     if not (np.isfinite(forces).all() and np.isfinite(atoms.positions).all()):
         return "non_finite", "non-finite forces or positions"
-    closest = min_pair_distance(atoms, crit.min_distance)
+    closest = min_pair_distance(atoms, crit.min_distance) if crit.min_distance > 0 else None
     if closest is not None:
         return "close_pair", f"pair at {closest:.3f} Å < {crit.min_distance} Å"
     fmax = float(np.abs(forces).max()) if len(forces) else 0.0
