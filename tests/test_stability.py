@@ -258,7 +258,6 @@ def test_killed_job_leaves_nothing_and_a_rerun_finishes(starts_file, tmp_path):
     import signal
     import subprocess
     import sys
-    import time
 
     def command(settings):
         (tmp_path / "settings.json").write_text(json.dumps(settings))
@@ -268,10 +267,15 @@ def test_killed_job_leaves_nothing_and_a_rerun_finishes(starts_file, tmp_path):
                 "--frames", str(tmp_path / "out" / "frames.extxyz")]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(command(job_settings(protocol={"hold_ps": 200.0})), env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    time.sleep(4.0)
-    assert proc.poll() is None, proc.communicate()
+    # Four runs of 5 ps that cannot fail; killed as soon as the first has finished.
+    long = job_settings(protocol={"hold_ps": 5.0}, velocity_seeds=[1, 2],
+                        failure={"min_distance": 0.0, "max_force": 1e9,
+                                 "max_temperature_factor": 1e6})
+    proc = subprocess.Popen(command(long), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline()
+    assert first.startswith("start0-v1: 5.3 ps, failure: None"), first
+    assert proc.poll() is None
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     out = tmp_path / "out"
