@@ -20,6 +20,7 @@ include: "workflow/rules/synthetic.smk"
 include: "workflow/rules/real.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/stability.smk"
 
 report: "workflow/report/workflow.rst"
 
@@ -29,3 +30,4 @@ rule all:
         expand(RESULTS + "/curves/{name}", name=["learning_curve.csv", "learning_curve.png",
                "learning_curve.svg", "synthetic_size.png", "parity.png", "datasets.csv",
                "wall_times.csv"]),
+        expand(RESULTS + "/curves/stability.{ext}", ext=["csv", "png", "svg"]),

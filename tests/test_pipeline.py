@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from synthpre.frames import read_frames
+from synthpre.frames import read_frames, write_frames
 
 from snakemake_run import REPO, SNAKEMAKE, snakemake, write_override
 
@@ -52,10 +52,31 @@ def test_tiny_pipeline_writes_learning_curves(tiny_run, real_like_file):
     assert set(pre["scratch_n_equivalent_force_how"]) <= {"interpolated", "extrapolated",
                                                           "not reached"}
     assert metrics["test_n_structures"] > 0 and metrics["test_energy_rmse_per_atom"] > 0
+    stability = pd.read_csv(curves / "stability.csv")
+    assert set(zip(stability["mode"], stability["labeller"], stability["n"].fillna(0))) == \
+        combos | {("pretrain", "snap_c", 0), ("pretrain", "lcbop", 0), ("teacher", "snap_c", 0)}
+    assert set(stability[stability["mode"] == "pretrain"]["pretrain_size"].astype(str)) == \
+        {"4", "all"}
+    assert stability["survival_fraction"].between(0, 1).all() and (stability["n_runs"] == 1).all()
+    teacher = stability[stability["mode"] == "teacher"].iloc[0]
+    assert teacher["survival_fraction"] == 1.0 and teacher["mean_time_survived_ps"] == 0.18
+    assert (curves / "stability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run = json.loads((tiny_run / "results/tiny/pretrain/lcbop/stability.json").read_text())
+    assert run["point"] == "pretrain/lcbop" and run["teacher"] == "snap_c"
+    assert run["protocol"]["hold_ps"] == 0.1 and run["runs"][0]["run"] == "start0-v1"
+    frames = read_frames(tiny_run / "results/tiny/pretrain/lcbop/stability-frames.extxyz")
+    assert len(frames) == run["runs"][0]["n_frames"]
+    assert all("model_forces" in f.arrays for f in frames)
     parity = np.load(tiny_run / "results/tiny/finetune/snap_c/n3/s1/parity.npz")
     assert len(parity["energy_ref"]) == metrics["test_n_structures"]
     rmse = np.sqrt(np.mean((parity["forces_pred"] - parity["forces_ref"]) ** 2))
     assert rmse == pytest.approx(metrics["test_force_rmse"], rel=1e-9)
+
+
+@pytest.mark.slow
+def test_finished_stability_jobs_are_not_rerun(tiny_run):
+    dry = snakemake(tiny_run, "-n", "--quiet", "rules")
+    assert "Nothing to be done" in dry.stdout, dry.stdout
 
 
 @pytest.mark.slow
@@ -77,13 +98,18 @@ def test_rerun_one_point_rebuilds_it_alone(tiny_run):
 def test_dry_run_lists_whole_dag(tiny_run):
     dag = snakemake(tiny_run, "--forceall", "-n", "--quiet", "rules").stdout
     for rule in ("md", "label", "shard", "real_data", "pretrain", "finetune", "scratch",
-                 "evaluate", "aggregate"):
+                 "evaluate", "aggregate", "stability_reference", "stability",
+                 "stability_curves"):
         assert rule in dag
     graph = snakemake(tiny_run, "--forceall", "--rulegraph").stdout
     assert graph.lstrip().startswith("digraph") and "pretrain" in graph
 
 
 @pytest.mark.parametrize("extra, message", [
+    ({"stability": {"protocol": {"hold_ps": -1}}}, "-1 is less than or equal to the minimum of 0"),
+    ({"stability": {"failure": {"speed": 3}}}, "'speed' was unexpected"),
+    ({"stability": {"starts": {"source": "/no/starts.extxyz"}}},
+     "start structures /no/starts.extxyz not found"),
     ({"synthetic": {"n_atoms": "many"}}, "'many' is not of type 'integer'"),
     ({"synthetic": {"teacher": "gap17"}}, "config field 'synthetic.teacher': unknown teacher 'gap17'"),
     ({"synthetic": {"labellers": ["snap_c", "nope"]}},
@@ -101,6 +127,19 @@ def test_bad_config_stops_before_any_job(tmp_path, real_like_file, extra, messag
     proc = snakemake(tmp_path, "--cores", "1", check=False)
     assert proc.returncode != 0
     assert message in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_start_file_with_an_unknown_element_stops_before_any_job(tmp_path, real_like_file):
+    cells = read_frames(real_like_file)[:2]
+    cells[1].symbols[0] = "Si"
+    write_frames(tmp_path / "starts.extxyz", cells)
+    write_override(tmp_path, real_like_file,
+                   stability={"starts": {"source": str(tmp_path / "starts.extxyz")}})
+    proc = snakemake(tmp_path, "--cores", "1", check=False)
+    assert proc.returncode != 0
+    assert f"start structures {tmp_path / 'starts.extxyz'} (config field " \
+        "'stability.starts.source'): structure 1 has element(s) ['Si']" in proc.stdout + proc.stderr
     assert not (tmp_path / "results").exists()
 
 
@@ -146,7 +185,8 @@ def test_paper_config_dag_builds_here(tmp_path):
 def test_report_builds_with_learning_curves(tiny_run):
     proc = snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
-    for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv"):
+    for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv",
+                 "stability.svg", "stability.csv"):
         assert name in html, name
 
 

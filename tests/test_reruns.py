@@ -34,21 +34,31 @@ def finished(tiny_run, tmp_path_factory):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("change, expected", [
-    # tiny: 2 labellers x 2 pre-training sizes (4 and all) = 4 pre-trained models
+    # tiny: 2 labellers x 2 pre-training sizes (4 and all) = 4 pre-trained models; every
+    # model also runs in MD (stability) and the stability table is remade
     ({"finetune": {"n_train": [3, 4, 6]}},
-     {"finetune": 4, "scratch": 1, "evaluate": 5, "aggregate": 1}),
+     {"finetune": 4, "scratch": 1, "evaluate": 5, "aggregate": 1, "stability": 5,
+      "stability_curves": 1}),
     ({"finetune": {"seeds": [1, 2]}},
-     {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1}),
+     {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1, "stability": 10,
+      "stability_curves": 1}),
     ({"synthetic": {"labellers": ["snap_c", "lcbop", "tersoff"]}},
-     {"label": 2, "shard": 1, "pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1}),
+     {"label": 2, "shard": 1, "pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1,
+      "stability": 6, "stability_curves": 1}),
     ({"pretrain": {"sizes": [2, 4, "all"]}},
-     {"pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1}),
+     {"pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1, "stability": 6,
+      "stability_curves": 1}),
     ({"finetune": {"lr": 0.001}},
-     {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1}),
+     {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1, "stability": 10,
+      "stability_curves": 1}),
     ({"pretrain": {"lr": 0.002}},
-     {"pretrain": 4, "finetune": 8, "evaluate": 8, "aggregate": 1}),
-    ({"real": {"test_fraction": 0.3}},
-     {"real_data": 1, "finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1}),
+     {"pretrain": 4, "finetune": 8, "evaluate": 8, "aggregate": 1, "stability": 12,
+      "stability_curves": 1}),
+    ({"real": {"test_fraction": 0.3}},  # new test cells: new stability starts for all
+     {"real_data": 1, "finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1,
+      "stability_reference": 1, "stability": 14, "stability_curves": 1}),
+    ({"stability": {"protocol": {"hold_ps": 0.2}}},
+     {"stability_reference": 1, "stability": 14, "stability_curves": 1}),
 ])
 def test_a_change_schedules_exactly_the_jobs_it_touches(finished, change, expected):
     if "real" in change:  # keep the override's source, change one split setting

@@ -139,6 +139,24 @@ def cmd_export(args) -> None:
     print(f"exported {args.model} -> {args.out} (metatomic; docs/deploy.md)")
 
 
+def cmd_stability(args) -> None:
+    """One potential in MD from every start: the teacher (no --model) or a model file."""
+    from .lammps_system import omp_args
+    from .stability_job import run_stability_job
+
+    out = run_stability_job(_settings(args.settings), args.starts, args.out, args.frames,
+                            model=args.model, reference=args.reference, point=args.point,
+                            lammps_args=omp_args(args.omp_threads))
+    print(json.dumps(out["summary"]))
+
+
+def cmd_stability_curves(args) -> None:
+    from .stability_curves import stability_curves
+
+    print(stability_curves(args.results, args.reference, args.out_csv, args.out_figure)
+          .to_string())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthpre", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -225,6 +243,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="model.pt written by synthpre train")
     p.add_argument("out", help="metatomic model file to write (its folder must exist)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("stability", help="a model (or, without --model, the teacher) in MD: "
+                                         "survival, failure reasons, drift, structure")
+    p.add_argument("--settings", required=True,
+                   help="JSON: stability, elements, teacher (name), teachers")
+    p.add_argument("--starts", required=True, help="real test set (.h5) or extxyz of start cells")
+    p.add_argument("--model", help="model.pt to test; without it the teacher runs (reference)")
+    p.add_argument("--reference", help="the teacher's stability.json (with --model)")
+    p.add_argument("--point", help="e.g. scratch/n25/s1 or pretrain/snap_c (recorded)")
+    p.add_argument("--out", required=True, help="stability.json")
+    p.add_argument("--frames", required=True, help="extxyz of the dumped frames")
+    p.add_argument("--omp-threads", type=int, default=0,
+                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+    p.set_defaults(func=cmd_stability)
+
+    p = sub.add_parser("stability-curves", help="stability table and figure over all models")
+    p.add_argument("--results", nargs="+", required=True, help="stability.json of every model")
+    p.add_argument("--reference", required=True, help="the teacher's stability.json")
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--out-figure", nargs="+", required=True, help="png and/or svg")
+    p.set_defaults(func=cmd_stability_curves)
     return parser
 
 

@@ -1,0 +1,112 @@
+"""One stability job: every start x velocity seed with one potential, analysed, written once.
+
+Without a model the job runs the teacher itself and writes the *reference* (its structure and
+drift per run); with a model it runs the model, relabels its frames with the teacher and
+compares its structure with the reference run of the same start and seed. All input is
+checked before any MD starts; outputs are written atomically at the end, so a killed job
+leaves nothing that looks finished.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+from .atomic import write_json
+from .frames import write_frames
+from .label import isolated_atom_energies
+from .stability import (StabilitySettings, check_species, drift_meV_per_atom_ps,
+                        pooled_relabel, read_start_source, relabel, run_md, select_starts,
+                        structure, summarise)
+from .structure_analysis import rdf, rdf_distance
+from .teachers import Teacher, get_teacher
+
+
+def model_potential(path: str) -> tuple[Teacher, dict]:
+    """A model file as a potential for LAMMPS (fix external), and its metadata."""
+    from .modelfile import load_model
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"model file {path} not found")
+    model, meta = load_model(path)
+    spec = {"kind": "ase", "model_path": str(path), "elements": list(model.species)}
+    return get_teacher("model", {"model": spec}), {**meta, "species": list(model.species)}
+
+
+def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frames: str,
+                      model: str | None = None, reference: str | None = None,
+                      point: str | None = None, lammps_args: tuple[str, ...] = ()) -> dict:
+    """Run and analyse; ``settings`` holds ``stability``, ``elements``, ``teacher``, ``teachers``."""
+    cfg = StabilitySettings.from_config(settings["stability"])
+    teacher = get_teacher(settings["teacher"], settings.get("teachers"))
+    starts = select_starts(read_start_source(starts_path), cfg.starts, settings["elements"],
+                           starts_path)
+    ref_runs, potential, meta = None, teacher, {}
+    if model is not None:
+        if reference is None:
+            raise ValueError("a model's stability job needs --reference (the teacher's run)")
+        potential, meta = model_potential(model)
+        check_species(starts, meta["species"], starts_path, model)
+        ref = json.loads(Path(reference).read_text())
+        if ref["protocol"] != dataclasses.asdict(cfg.protocol) or ref["teacher"] != teacher.name:
+            raise ValueError(f"reference {reference} was run with another protocol or teacher; "
+                             f"rerun its rule")
+        ref_runs = {r["run"]: r for r in ref["runs"]}
+    elements = sorted({s for a in starts for s in a.get_chemical_symbols()})
+    e0_teacher = isolated_atom_energies(teacher, elements) if model is not None else {}
+    calculator = teacher.make_calculator() if teacher.is_ase and model is not None else None
+
+    runs, frames = [], []
+    for k, start in enumerate(starts):
+        for seed in cfg.velocity_seeds:
+            run_id = f"start{k}-v{seed}"
+            result = run_md(potential, start, cfg.protocol, cfg.failure, seed, run_id, k,
+                            lammps_args)
+            record = _run_record(result, cfg)
+            if model is not None:
+                _compare(record, result, ref_runs.get(run_id), cfg, teacher, meta["e0"],
+                         e0_teacher, calculator)
+            runs.append(record)
+            frames.extend(result.frames)
+            print(f"{run_id}: {record['time_ps']} ps, failure: {record['failure']}", flush=True)
+
+    out = {"point": point, "model": model, "teacher": teacher.name,
+           "starts": starts_path, "protocol": dataclasses.asdict(cfg.protocol),
+           "failure_criteria": dataclasses.asdict(cfg.failure),
+           "analysis": dataclasses.asdict(cfg.analysis), "runs": runs,
+           "summary": summarise(runs, cfg.protocol)}
+    if model is not None:
+        out["summary"]["relabel"] = pooled_relabel([r.pop("_relabel") for r in runs])
+    else:
+        out["rdf_r"] = rdf([starts[0]], cfg.analysis.rdf_r_max, cfg.analysis.rdf_bins)[0].tolist()
+    write_frames(out_frames, frames)
+    write_json(out_json, out)
+    return out
+
+
+def _run_record(result, cfg: StabilitySettings) -> dict:
+    """The JSON record of one run; structure and drift only for a run that survived."""
+    survived = result.failure is None
+    shape = structure(result.frames, cfg.analysis) if survived else {"coordination": None,
+                                                                    "rdf": None}
+    return {"run": result.run_id, "start": result.start, "seed": result.seed,
+            "natoms": result.natoms, "density": result.density, "survived": survived,
+            "failure": result.failure, "time_ps": result.time_ps, "wall_s": result.wall_s,
+            "cpu_s": result.cpu_s,
+            "n_frames": len(result.frames), **shape,
+            "nve_drift_meV_per_atom_ps": drift_meV_per_atom_ps(result.nve, result.natoms)
+            if survived else None}
+
+
+def _compare(record: dict, result, ref: dict | None, cfg: StabilitySettings, teacher: Teacher,
+             e0_model: dict, e0_teacher: dict, calculator) -> None:
+    """Teacher relabelling (every run, frames before any failure) and structure vs the
+    teacher's run from the same start and seed (when both survived)."""
+    part = relabel(result.frames, cfg.analysis.relabel_frames, teacher, e0_model, e0_teacher,
+                   calculator)
+    record["_relabel"] = part
+    record["relabel"] = pooled_relabel([part])
+    both = record["rdf"] is not None and ref is not None and ref["rdf"] is not None
+    record["teacher_coordination"] = ref["coordination"] if both else None
+    record["rdf_distance"] = rdf_distance(record["rdf"], ref["rdf"]) if both else None

@@ -1,0 +1,74 @@
+# Stability: every learning-curve model and each pre-trained model in MD (NVT ramp, hold,
+# NVE), from the same start cells as the teacher's own reference run; then one table and
+# figure. A run that fails is a result in stability.json, never a failed job.
+
+from synthpre.stability import check_stability_config
+
+STAB = config["stability"]
+STAB_STARTS = check_stability_config(config)  # file errors name the field before any job
+if STAB_STARTS == "test":
+    STAB_STARTS = RESULTS + "/real/test.h5"
+STAB_MODELS = curve_points() + [f"pretrain/{pre}" for pre in pretrained_families()]
+
+
+def stability_settings():
+    """Only what a stability job reads: the stability section, elements and the teacher."""
+    teacher = SYN["teacher"]
+    custom = config.get("teachers", {})
+    return json.dumps({"stability": STAB, "elements": config["elements"], "teacher": teacher,
+                       "teachers": {teacher: custom[teacher]} if teacher in custom else {}})
+
+
+wildcard_constraints:
+    model_dir=r"(scratch|finetune/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+"
+              r"|pretrain/[A-Za-z0-9_.-]+(/k[0-9]+)?",
+
+
+rule stability_reference:
+    input:
+        starts=STAB_STARTS,
+    output:
+        json=RESULTS + "/stability/reference/stability.json",
+        frames=RESULTS + "/stability/reference/frames.extxyz",
+    params:
+        settings=lambda w: stability_settings(),
+    log:
+        RESULTS + "/logs/stability/reference.log",
+    shell:
+        "synthpre stability --settings {params.settings:q} --starts {input.starts:q} "
+        "--out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
+
+
+rule stability:
+    input:
+        model=RESULTS + "/{model_dir}/model.pt",
+        starts=STAB_STARTS,
+        reference=RESULTS + "/stability/reference/stability.json",
+    output:
+        json=RESULTS + "/{model_dir}/stability.json",
+        frames=RESULTS + "/{model_dir}/stability-frames.extxyz",
+    params:
+        settings=lambda w: stability_settings(),
+    log:
+        RESULTS + "/logs/stability/{model_dir}.log",
+    shell:
+        "synthpre stability --settings {params.settings:q} --starts {input.starts:q} "
+        "--model {input.model:q} --reference {input.reference:q} --point {wildcards.model_dir:q} "
+        "--out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
+
+
+rule stability_curves:
+    input:
+        results=expand(RESULTS + "/{model_dir}/stability.json", model_dir=STAB_MODELS),
+        reference=RESULTS + "/stability/reference/stability.json",
+    output:
+        csv=report(RESULTS + "/curves/stability.csv", category="Stability",
+                   caption="../report/stability_table.rst"),
+        png=RESULTS + "/curves/stability.png",
+        svg=report(RESULTS + "/curves/stability.svg", category="Stability",
+                   caption="../report/stability.rst"),
+    log:
+        RESULTS + "/logs/stability_curves.log",
+    shell:
+        "synthpre stability-curves --results {input.results:q} --reference {input.reference:q} "
+        "--out-csv {output.csv:q} --out-figure {output.png:q} {output.svg:q} > {log:q} 2>&1"
