@@ -17,6 +17,8 @@ from synthpre.graph import collate
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
 
+from random_atoms import random_cell
+
 torch.set_num_threads(1)
 
 E0 = {"C": -1.2345, "O": -4.321}
@@ -55,20 +57,6 @@ partial = calc.run_model(cells[0], energy, selected)["energy"].block().values
 json.dump({"cells": results, "batched": batched.flatten().tolist(),
            "selected": float(partial.sum())}, open(out, "w"))
 """
-
-
-def random_cell(seed: int, symbols: list[str], n: int, side: float, periodic=True) -> Atoms:
-    """n atoms no closer than 1.1 Å in a triclinic cell of about ``side`` Å."""
-    rng = np.random.default_rng(seed)
-    cell = np.eye(3) * side + rng.uniform(-0.1, 0.1, (3, 3)) * side
-    atoms = Atoms(cell=cell, pbc=periodic)
-    while len(atoms) < n:
-        atoms.append(symbols[len(atoms) % len(symbols)])
-        atoms.positions[-1] = rng.random(3) @ cell
-        if len(atoms) > 1 and atoms.get_distances(-1, range(len(atoms) - 1),
-                                                  mic=periodic).min() < 1.1:
-            atoms.pop()
-    return atoms
 
 
 def as_record(atoms: Atoms) -> dict:

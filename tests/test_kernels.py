@@ -7,10 +7,11 @@ energies, forces, stress and the parameter gradients of a force loss must agree.
 import numpy as np
 import pytest
 import torch
-from ase import Atoms
 
 from synthpre.graph import collate
 from synthpre.model import NequIP, _EdgeConv
+
+from random_atoms import random_cell
 
 torch.set_num_threads(1)
 
@@ -19,16 +20,8 @@ BASE = {"r_max": 3.5, "num_layers": 2, "num_features": 6, "avg_num_neighbors": 1
 
 
 def structure(seed: int, symbols: list[str], periodic: bool = True, n: int = 10) -> dict:
-    """n atoms no closer than 1 Å in a 5-6 Å triclinic cell (periodic) or cluster."""
-    rng = np.random.default_rng(seed)
-    cell = np.diag([5.0, 5.5, 6.0]) + rng.uniform(-0.6, 0.6, (3, 3))
-    atoms = Atoms(cell=cell, pbc=periodic)
-    while len(atoms) < n:
-        atoms.append(symbols[len(atoms) % len(symbols)])
-        atoms.positions[-1] = rng.random(3) @ cell
-        if len(atoms) > 1 and atoms.get_distances(-1, range(len(atoms) - 1),
-                                                  mic=periodic).min() < 1.0:
-            atoms.pop()
+    """n atoms in a 5.5 Å triclinic cell (periodic) or cluster, as a record."""
+    atoms = random_cell(seed, symbols, n, 5.5, periodic)
     return {"numbers": atoms.numbers, "positions": atoms.positions, "cell": atoms.cell.array,
             "pbc": atoms.pbc}
 
