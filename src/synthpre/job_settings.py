@@ -54,6 +54,13 @@ def real(config: dict) -> dict:
             "elements": config["elements"]}
 
 
+def stability(config: dict) -> dict:
+    """The stability section, the elements and the teacher that runs the reference MD."""
+    teacher = config["synthetic"]["teacher"]
+    return {"stability": config["stability"], "elements": config["elements"],
+            "teacher": teacher, "teachers": teacher_spec(config, teacher)}
+
+
 def dft(config: dict) -> dict:
     return {"dft": config["dft"]}
 

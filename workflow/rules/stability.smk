@@ -4,19 +4,10 @@
 
 from synthpre.stability import check_stability_config
 
-STAB = config["stability"]
 STAB_STARTS = check_stability_config(config)  # file errors name the field before any job
 if STAB_STARTS == "test":
     STAB_STARTS = RESULTS + "/real/test.h5"
 STAB_MODELS = curve_points() + [f"pretrain/{pre}" for pre in pretrained_families()]
-
-
-def stability_settings():
-    """Only what a stability job reads: the stability section, elements and the teacher."""
-    teacher = SYN["teacher"]
-    custom = config.get("teachers", {})
-    return json.dumps({"stability": STAB, "elements": config["elements"], "teacher": teacher,
-                       "teachers": {teacher: custom[teacher]} if teacher in custom else {}})
 
 
 wildcard_constraints:
@@ -31,7 +22,7 @@ rule stability_reference:
         json=RESULTS + "/stability/reference/stability.json",
         frames=RESULTS + "/stability/reference/frames.extxyz",
     params:
-        settings=lambda w: stability_settings(),
+        settings=lambda w: settings("stability"),
     log:
         RESULTS + "/logs/stability/reference.log",
     shell:
@@ -48,7 +39,7 @@ rule stability:
         json=RESULTS + "/{model_dir}/stability.json",
         frames=RESULTS + "/{model_dir}/stability-frames.extxyz",
     params:
-        settings=lambda w: stability_settings(),
+        settings=lambda w: settings("stability"),
     log:
         RESULTS + "/logs/stability/{model_dir}.log",
     shell:
