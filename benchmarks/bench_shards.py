@@ -1,4 +1,4 @@
-"""One training epoch read from HDF5 shards (``synthpre.shards.iter_shards``, shuffled as in
+"""One training epoch read from HDF5 shards (``synthpre.shard_files.iter_shards``, shuffled as in
 training) vs parsing the same frames from extxyz with ``ase.io.read``. Best of ``--repeats``.
 
     python benchmarks/bench_shards.py [--frames 5000 --natoms 64] [--append docs/benchmarks.md]
@@ -16,8 +16,8 @@ import numpy as np
 from ase import Atoms
 
 from synthpre.frames import set_labels, write_frames
-from synthpre.records import to_record
-from synthpre.shards import iter_shards, write_shard
+from synthpre.frames import to_record
+from synthpre.shard_files import iter_shards, write_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_md import replace_section  # noqa: E402

@@ -112,7 +112,7 @@ def run_synthpre(args) -> dict:
     sys.path.insert(0, str(ROOT / "src"))
     from synthpre.graph import build_graph, concat
     from synthpre.model import NequIP, count_parameters
-    from synthpre.train import loss_fn
+    from synthpre.trainer import loss_fn
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     train, val = load_frames(args.data)

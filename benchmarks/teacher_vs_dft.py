@@ -13,7 +13,7 @@ import argparse
 import numpy as np
 
 from synthpre.frames import read_frames
-from synthpre.realdata import fit_e0
+from synthpre.real_data import fit_e0
 from synthpre.teachers import get_teacher
 
 

@@ -10,10 +10,10 @@ from synthpre.frames import read_frames, write_frames
 from synthpre.label import label_frames
 from synthpre.lammps_system import isolated_atom_energy, single_point
 from synthpre.md import Protocol, run_trajectory
-from synthpre.realdata import ingest, training_subset
-from synthpre.records import to_record
-from synthpre.sharding import build_shards, shard_paths
-from synthpre.shards import read_shard, sha256, write_shard
+from synthpre.real_data import ingest, training_subset
+from synthpre.frames import to_record
+from synthpre.shard import build_shards, shard_paths
+from synthpre.shard_files import read_shard, sha256, write_shard
 from synthpre.teachers import get_teacher
 
 from conftest import QUICK_PROTOCOL
@@ -176,7 +176,7 @@ def test_committed_demo_dft_set_is_physically_sane():
 
 
 def test_pretraining_subsets_are_nested_and_keep_trajectories_whole(md_frames, tmp_path):
-    from synthpre.sharding import pretraining_subset, shard_paths
+    from synthpre.shard import pretraining_subset, shard_paths
 
     labelled, files = labelled_per_trajectory(md_frames, tmp_path)
     build_shards(files, [], str(tmp_path / "shards"), min_time_ps=0.0, max_force=1e9,

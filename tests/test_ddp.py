@@ -9,8 +9,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from synthpre.graph import build_graph
-from synthpre.train import TrainConfig, gradient_step, train
-from test_train import carbon_records, tiny_model
+from synthpre.trainer import TrainConfig, gradient_step, train
+from test_trainer import carbon_records, tiny_model
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -92,7 +92,7 @@ def test_torchrun_cli_pretraining_matches_one_process(tmp_path):
 
     from conftest import make_real_like
     from synthpre.frames import write_frames
-    from synthpre.sharding import build_shards
+    from synthpre.shard import build_shards
 
     frames = make_real_like(tmp_path / "frames.extxyz", n_traj=2, n_atoms=8)
     files = []

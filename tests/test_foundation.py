@@ -22,8 +22,8 @@ from synthpre.frames import read_frames, write_frames
 from synthpre.label import label_frames
 from synthpre.lammps_system import LammpsSystem, isolated_atom_energy
 from synthpre.md import Protocol, run_trajectory
-from synthpre.realdata import fit_e0, ingest
-from synthpre.sharding import build_shards
+from synthpre.real_data import fit_e0, ingest
+from synthpre.shard import build_shards
 from synthpre.teachers import get_teacher
 
 from conftest import QUICK_PROTOCOL
@@ -218,8 +218,8 @@ def test_fit_shift_per_species(compositions):
     """Fine-tuning's shift re-fit: two compositions separate the species' shifts exactly;
     one composition moves both species by the same per-atom amount."""
     from synthpre.model import NequIP
-    from synthpre.records import to_record
-    from synthpre.training_job import fit_shift, predict
+    from synthpre.frames import to_record
+    from synthpre.train import fit_shift, predict
 
     torch.manual_seed(0)
     model = NequIP.from_config({"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 1,
@@ -305,7 +305,7 @@ def test_model_tells_species_apart_and_ignores_atom_order(lisi):
     (Rotation and forces = -dE/dr with two species: tests/test_model.py, C and O.)"""
     from synthpre.graph import collate
     from synthpre.model import NequIP
-    from synthpre.records import to_record
+    from synthpre.frames import to_record
 
     torch.manual_seed(0)
     model = NequIP.from_config({"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 2,

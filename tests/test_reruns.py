@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from synthpre.shards import sha256
+from synthpre.shard_files import sha256
 
 from snakemake_run import REPO, SNAKEMAKE, planned_jobs, snakemake, write_override
 
@@ -129,7 +129,7 @@ def test_truncated_shard_and_empty_model_are_named(finished, tmp_path):
     assert proc.returncode == 2
     assert f"{shard}: sha256" in proc.stderr and "differs from" in proc.stderr
     assert "Traceback" not in proc.stderr
-    from synthpre.shards import read_shard
+    from synthpre.shard_files import read_shard
     with pytest.raises(ValueError, match=f"{shard}: not a readable shard"):
         read_shard(shard)
 
@@ -146,7 +146,7 @@ def test_truncated_shard_and_empty_model_are_named(finished, tmp_path):
 
 
 def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path, real_like_file):
-    from synthpre.realdata import ingest
+    from synthpre.real_data import ingest
 
     ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
     workdir = tmp_path / "out" / "train"

@@ -233,7 +233,7 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
 
     import torch
 
-    from synthpre.realdata import ingest
+    from synthpre.real_data import ingest
 
     ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
     settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1, "num_features": 4,

@@ -16,10 +16,10 @@ from synthpre.frames import read_frames, write_frames
 from synthpre.md import Protocol, run_trajectory
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
-from synthpre.stability import (FailureCriteria, StabilityProtocol, StabilitySettings, detect,
+from synthpre.stability_md import (FailureCriteria, StabilityProtocol, StabilitySettings, detect,
                                 pooled_relabel, relabel, run_md)
 from synthpre.stability_curves import parse_point, stability_curves
-from synthpre.stability_job import run_stability_job
+from synthpre.stability import run_stability_job
 from synthpre.structure_analysis import coordination_fractions, rdf, rdf_distance
 from synthpre.teachers import get_teacher
 
@@ -122,7 +122,7 @@ def test_teacher_survives_and_broken_model_fails_on_the_same_protocol(starts_fil
     hold_T = [f.info["temperature_K"] for f in teacher.frames if f.info["stage"] == "hold"]
     assert 1500 < np.mean(hold_T) < 4500
 
-    from synthpre.stability_job import model_potential
+    from synthpre.stability import model_potential
 
     broken, _ = model_potential(str(save_tiny_model(tmp_path / "broken.pt", scale=1e4)))
     result = run_md(broken, start, CFG.protocol, CFG.failure, 1, "b", 0)

@@ -69,7 +69,7 @@ def cmd_label(args) -> None:
 
 
 def cmd_shard(args) -> None:
-    from .sharding import build_shards
+    from .shard import build_shards
 
     s = _settings(args.settings)  # synthpre.job_settings.shard
     manifest = build_shards(args.labelled, args.status, str(Path(args.manifest).parent),
@@ -81,7 +81,7 @@ def cmd_shard(args) -> None:
 
 
 def cmd_real(args) -> None:
-    from .realdata import ingest
+    from .real_data import ingest
 
     s = _settings(args.settings)  # synthpre.job_settings.real
     print(json.dumps(ingest(args.source, args.out_dir, s["elements"], **s["real"])))
@@ -110,7 +110,7 @@ def cmd_dft(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from .training_job import run_training
+    from .train import run_training
 
     run_training(_settings(args.settings), args.stage, args.out, manifest=args.manifest,
                  real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init,
@@ -118,7 +118,7 @@ def cmd_train(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluation import evaluate_point
+    from .evaluate import evaluate_point
 
     metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out,
                              args.parity)
@@ -142,7 +142,7 @@ def cmd_export(args) -> None:
 def cmd_stability(args) -> None:
     """One potential in MD from every start: the teacher (no --model) or a model file."""
     from .lammps_system import omp_args
-    from .stability_job import run_stability_job
+    from .stability import run_stability_job
 
     out = run_stability_job(_settings(args.settings), args.starts, args.out, args.frames,
                             model=args.model, reference=args.reference, point=args.point,

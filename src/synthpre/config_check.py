@@ -11,7 +11,7 @@ import os
 import zlib
 
 from .cells import cell_composition, check_packing
-from .realdata import check_sizes, read_real
+from .real_data import check_sizes, read_real
 from .teachers import get_teacher
 
 

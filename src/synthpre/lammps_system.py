@@ -103,10 +103,6 @@ class LammpsSystem:
         fext[:] = forces[order]
         self.lmp.fix_external_set_energy_global("synthpre_ext", energy)
 
-    @property
-    def rank(self) -> int:
-        return int(self.lmp.extract_setting("world_rank"))
-
     def potential_energy(self) -> float:
         return float(self.lmp.get_thermo("pe"))
 

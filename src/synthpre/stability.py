@@ -1,401 +1,112 @@
-"""Stability of a fitted potential in MD: objective failure criteria, and for what survives,
-how far it strays from its teacher.
+"""One stability job: every start x velocity seed with one potential, analysed, written once.
 
-A run starts from a start cell with velocities at ``T_initial``, ramps NVT to ``T_anneal``
-over ``warmup_ps``, holds for ``hold_ps`` (the paper's protocol), then runs ``nve_ps`` without
-thermostat to measure energy drift. The potential is any ``Teacher``: a model file of this
-pipeline enters LAMMPS through ``fix external`` (the teacher-MD driver, ``LammpsSystem``), a
-LAMMPS teacher runs natively, so the model and its teacher run the identical protocol.
-
-Every ``check_every_fs`` (and at t = 0) the detector (``detect``) stops the run at the first
-of: an error in the model, non-finite energy/temperature/forces, lost atoms, a pair closer
-than ``min_distance``, a force component above ``max_force``, or a temperature above
-``max_temperature_factor`` x the stage's target. A failure is a result (reason, time), not an
-error. Config fields are read strictly (``from_config``): a missing, unknown or out-of-range
-field raises ValueError naming ``stability.<field>``; defaults live in the config schema only.
+Without a model the job runs the teacher itself and writes the *reference* (its structure and
+drift per run); with a model it runs the model, relabels its frames with the teacher and
+compares its structure with the reference run of the same start and seed. All input is
+checked before any MD starts; outputs are written atomically at the end, so a killed job
+leaves nothing that looks finished.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
+import json
 import os
-import time
-from dataclasses import dataclass, field
+from pathlib import Path
 
-import numpy as np
-from ase import Atoms
-
-from .cells import density_of
-from .lammps_system import LammpsSystem, single_point
-from .structure_analysis import coordination_fractions, min_pair_distance, rdf, rdf_distance
-from .teachers import Teacher
-
-REASONS = ("model_error", "non_finite", "lost_atoms", "close_pair", "large_force", "hot",
-           "lammps_error")
+from .atomic import write_json
+from .frames import write_frames
+from .label import isolated_atom_energies
+from .stability_md import (StabilitySettings, check_species, drift_meV_per_atom_ps,
+                        pooled_relabel, read_start_source, relabel, run_md, select_starts,
+                        structure, summarise)
+from .structure_analysis import rdf, rdf_distance
+from .teachers import Teacher, get_teacher
 
 
-def _build(cls, cfg: dict, where: str, positive=(), non_negative=()):
-    """A dataclass from a config mapping: every field required, unknown fields refused."""
-    if not isinstance(cfg, dict):
-        raise ValueError(f"config field '{where}' must be a mapping")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in cfg:
-        if key not in names:
-            raise ValueError(f"config field '{where}.{key}' is unknown (known: {names})")
-    for key in names:
-        if key not in cfg:
-            raise ValueError(f"config field '{where}.{key}' is missing")
-    for key in (*positive, *non_negative):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)):
-            raise ValueError(f"config field '{where}.{key}' must be a number (got {cfg[key]!r})")
-    for key in positive:
-        if not cfg[key] > 0:
-            raise ValueError(f"config field '{where}.{key}' must be > 0 (got {cfg[key]})")
-    for key in non_negative:
-        if not cfg[key] >= 0:
-            raise ValueError(f"config field '{where}.{key}' must be >= 0 (got {cfg[key]})")
-    return cls(**cfg)
+def model_potential(path: str) -> tuple[Teacher, dict]:
+    """A model file as a potential for LAMMPS (fix external), and its metadata."""
+    from .modelfile import load_model
 
-
-@dataclass(frozen=True)
-class StabilityProtocol:
-    T_initial: float
-    T_anneal: float
-    warmup_ps: float
-    hold_ps: float
-    nve_ps: float
-    timestep_fs: float
-    tdamp_fs: float
-    dump_every_ps: float
-
-    def steps(self, ps: float) -> int:
-        return round(ps * 1000.0 / self.timestep_fs)
-
-    def stages(self) -> list[tuple[str, float | None, float | None, int]]:
-        """(name, T_start, T_end, steps); NVE has no target temperature."""
-        stages = [("warmup", self.T_initial, self.T_anneal, self.steps(self.warmup_ps)),
-                  ("hold", self.T_anneal, self.T_anneal, self.steps(self.hold_ps)),
-                  ("nve", None, None, self.steps(self.nve_ps))]
-        return [s for s in stages if s[3] > 0]
-
-
-@dataclass(frozen=True)
-class FailureCriteria:
-    check_every_fs: float
-    min_distance: float
-    max_force: float
-    max_temperature_factor: float
-
-
-@dataclass(frozen=True)
-class Analysis:
-    relabel_frames: int
-    coordination_cutoff: float
-    rdf_r_max: float
-    rdf_bins: int
-
-
-@dataclass(frozen=True)
-class StartSelection:
-    source: str
-    count: int
-    density_min: float
-    density_max: float
-
-
-@dataclass(frozen=True)
-class StabilitySettings:
-    starts: StartSelection
-    velocity_seeds: list[int]
-    protocol: StabilityProtocol
-    failure: FailureCriteria
-    analysis: Analysis
-
-    @classmethod
-    def from_config(cls, cfg: dict) -> "StabilitySettings":
-        """Strictly parse the ``stability`` config section (see the module docstring)."""
-        top = _build(_Raw, cfg, "stability")
-        if not top.velocity_seeds:
-            raise ValueError("config field 'stability.velocity_seeds' is empty")
-        starts = _build(StartSelection, top.starts, "stability.starts", positive=("count",),
-                        non_negative=("density_min",))
-        if starts.density_max < starts.density_min:
-            raise ValueError("config field 'stability.starts.density_max' is below density_min")
-        protocol = _build(StabilityProtocol, top.protocol, "stability.protocol",
-                          positive=("T_initial", "T_anneal", "hold_ps", "timestep_fs",
-                                    "tdamp_fs", "dump_every_ps"),
-                          non_negative=("warmup_ps", "nve_ps"))
-        failure = _build(FailureCriteria, top.failure, "stability.failure",
-                         positive=("check_every_fs", "max_force"),
-                         non_negative=("min_distance",))
-        if not failure.max_temperature_factor > 1:
-            raise ValueError("config field 'stability.failure.max_temperature_factor' must be > 1")
-        analysis = _build(Analysis, top.analysis, "stability.analysis",
-                          positive=("coordination_cutoff", "rdf_r_max", "rdf_bins"),
-                          non_negative=("relabel_frames",))
-        return cls(starts, [int(s) for s in top.velocity_seeds], protocol, failure, analysis)
-
-
-@dataclass(frozen=True)
-class _Raw:
-    starts: dict
-    velocity_seeds: list
-    protocol: dict
-    failure: dict
-    analysis: dict
-
-
-# ---------------------------------------------------------------- start structures
-
-def select_starts(frames: list[Atoms], sel: StartSelection, elements: list[str],
-                  source: str) -> list[Atoms]:
-    """Periodic cells in the density window, ``count`` of them spread evenly over density
-    (deterministic). Errors name ``source`` for unknown elements or an empty selection."""
-    for k, atoms in enumerate(frames):
-        unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
-        if unknown:
-            raise ValueError(f"start structures {source}: structure {k} has element(s) "
-                             f"{unknown} outside {elements}")
-    pool = [a for a in frames if a.pbc.all()
-            and sel.density_min <= density_of(a) <= sel.density_max]
-    if not pool:
-        raise ValueError(f"start structures {source}: no periodic cell with density in "
-                         f"[{sel.density_min}, {sel.density_max}] g/cm^3 (config fields "
-                         f"'stability.starts.density_min/max'); {len(frames)} structures read")
-    pool.sort(key=density_of)
-    picks = sorted(set(np.linspace(0, len(pool) - 1, min(sel.count, len(pool)))
-                       .round().astype(int).tolist()))
-    return [Atoms(pool[i].numbers, positions=pool[i].positions, cell=pool[i].cell, pbc=True)
-            for i in picks]
-
-
-def read_start_source(path: str) -> list[Atoms]:
-    """Structures from a real-data shard (``.h5``) or any file ASE reads (extxyz...)."""
     if not os.path.exists(path):
-        raise FileNotFoundError(f"start structures {path} not found")
-    if path.endswith(".h5"):
-        from .shards import read_shard
-
-        return [Atoms(r["numbers"], positions=r["positions"], cell=r["cell"], pbc=r["pbc"])
-                for r in read_shard(path)]
-    from .frames import read_frames
-
-    return read_frames(path)
+        raise FileNotFoundError(f"model file {path} not found")
+    model, meta = load_model(path)
+    spec = {"kind": "ase", "model_path": str(path), "elements": list(model.species)}
+    return get_teacher("model", {"model": spec}), {**meta, "species": list(model.species)}
 
 
-def check_species(starts: list[Atoms], species: list[str], source: str, model: str) -> None:
-    unknown = sorted({s for a in starts for s in a.get_chemical_symbols()} - set(species))
-    if unknown:
-        raise ValueError(f"start structures {source}: element(s) {unknown} unknown to model "
-                         f"{model} (species {species})")
+def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frames: str,
+                      model: str | None = None, reference: str | None = None,
+                      point: str | None = None, lammps_args: tuple[str, ...] = ()) -> dict:
+    """Run and analyse; ``settings`` holds ``stability``, ``elements``, ``teacher``, ``teachers``."""
+    cfg = StabilitySettings.from_config(settings["stability"])
+    teacher = get_teacher(settings["teacher"], settings.get("teachers"))
+    starts = select_starts(read_start_source(starts_path), cfg.starts, settings["elements"],
+                           starts_path)
+    ref_runs, potential, meta = None, teacher, {}
+    if model is not None:
+        if reference is None:
+            raise ValueError("a model's stability job needs --reference (the teacher's run)")
+        potential, meta = model_potential(model)
+        check_species(starts, meta["species"], starts_path, model)
+        ref = json.loads(Path(reference).read_text())
+        if ref["protocol"] != dataclasses.asdict(cfg.protocol) or ref["teacher"] != teacher.name:
+            raise ValueError(f"reference {reference} was run with another protocol or teacher; "
+                             f"rerun its rule")
+        ref_runs = {r["run"]: r for r in ref["runs"]}
+    elements = sorted({s for a in starts for s in a.get_chemical_symbols()})
+    e0_teacher = isolated_atom_energies(teacher, elements) if model is not None else {}
+    calculator = teacher.make_calculator() if teacher.is_ase and model is not None else None
+
+    runs, frames = [], []
+    for k, start in enumerate(starts):
+        for seed in cfg.velocity_seeds:
+            run_id = f"start{k}-v{seed}"
+            result = run_md(potential, start, cfg.protocol, cfg.failure, seed, run_id, k,
+                            lammps_args)
+            record = _run_record(result, cfg)
+            if model is not None:
+                _compare(record, result, ref_runs.get(run_id), cfg, teacher, meta["e0"],
+                         e0_teacher, calculator)
+            runs.append(record)
+            frames.extend(result.frames)
+            print(f"{run_id}: {record['time_ps']} ps, failure: {record['failure']}", flush=True)
+
+    out = {"point": point, "model": model, "teacher": teacher.name,
+           "starts": starts_path, "protocol": dataclasses.asdict(cfg.protocol),
+           "failure_criteria": dataclasses.asdict(cfg.failure),
+           "analysis": dataclasses.asdict(cfg.analysis), "runs": runs,
+           "summary": summarise(runs, cfg.protocol)}
+    if model is not None:
+        out["summary"]["relabel"] = pooled_relabel([r.pop("_relabel") for r in runs])
+    else:
+        out["rdf_r"] = rdf([starts[0]], cfg.analysis.rdf_r_max, cfg.analysis.rdf_bins)[0].tolist()
+    write_frames(out_frames, frames)
+    write_json(out_json, out)
+    return out
 
 
-# ---------------------------------------------------------------- failure detection
-
-def detect(atoms: Atoms | None, forces: np.ndarray | None, energy: float, temperature: float,
-           target_T: float, crit: FailureCriteria, lost: int = 0) -> tuple[str, str] | None:
-    """(reason, detail) of the first failed criterion for this state, or None.
-
-    ``lost`` is how many atoms LAMMPS no longer has (then ``atoms``/``forces`` may be None)."""
-    if not (math.isfinite(energy) and math.isfinite(temperature)):
-        return "non_finite", f"energy {energy} eV, temperature {temperature} K"
-    if lost:
-        return "lost_atoms", f"{lost} atoms lost"
-    if not (np.isfinite(forces).all() and np.isfinite(atoms.positions).all()):
-        return "non_finite", "non-finite forces or positions"
-    closest = min_pair_distance(atoms, crit.min_distance) if crit.min_distance > 0 else None
-    if closest is not None:
-        return "close_pair", f"pair at {closest:.3f} Å < {crit.min_distance} Å"
-    fmax = float(np.abs(forces).max()) if len(forces) else 0.0
-    if fmax > crit.max_force:
-        return "large_force", f"force component {fmax:.3g} eV/Å > {crit.max_force} eV/Å"
-    t_max = crit.max_temperature_factor * target_T
-    if temperature > t_max:
-        return "hot", f"temperature {temperature:.0f} K > {t_max:.0f} K"
-    return None
+def _run_record(result, cfg: StabilitySettings) -> dict:
+    """The JSON record of one run; structure and drift only for a run that survived."""
+    survived = result.failure is None
+    shape = structure(result.frames, cfg.analysis) if survived else {"coordination": None,
+                                                                    "rdf": None}
+    return {"run": result.run_id, "start": result.start, "seed": result.seed,
+            "natoms": result.natoms, "density": result.density, "survived": survived,
+            "failure": result.failure, "time_ps": result.time_ps, "wall_s": result.wall_s,
+            "cpu_s": result.cpu_s,
+            "n_frames": len(result.frames), **shape,
+            "nve_drift_meV_per_atom_ps": drift_meV_per_atom_ps(result.nve, result.natoms)
+            if survived else None}
 
 
-# ---------------------------------------------------------------- one MD run
-
-@dataclass
-class RunResult:
-    run_id: str
-    start: int
-    seed: int
-    natoms: int
-    density: float
-    failure: dict | None          # {"reason", "time_ps", "detail"}
-    time_ps: float                # simulated time reached
-    frames: list[Atoms]           # dumped frames (all passed the detector)
-    nve: list[tuple[float, float]] = field(default_factory=list)  # (time_ps, total energy eV)
-    wall_s: float = 0.0
-    cpu_s: float = 0.0            # this process's CPU time: comparable on a shared machine
-
-
-def run_md(potential: Teacher, start: Atoms, protocol: StabilityProtocol,
-           crit: FailureCriteria, seed: int, run_id: str, start_index: int,
-           lammps_args: tuple[str, ...] = ()) -> RunResult:
-    """One stability run of ``potential`` from ``start`` (see the module docstring)."""
-    t0, c0 = time.perf_counter(), time.process_time()
-    system = LammpsSystem(start, potential, lammps_args=lammps_args)
-    lmp = system.lmp
-    dt_ps = protocol.timestep_fs / 1000.0
-    check = max(1, round(crit.check_every_fs / protocol.timestep_fs))
-    dump = max(1, protocol.steps(protocol.dump_every_ps))
-    result = RunResult(run_id, start_index, seed, len(start), density_of(start), None, 0.0, [])
-    step = 0
-
-    def state_failure(target_T: float) -> tuple[str, str] | None:
-        if system.callback_error:
-            return "model_error", system.callback_error
-        lost = system.natoms - int(lmp.get_natoms())
-        atoms, forces = (None, None) if lost else (system.atoms(), system.forces())
-        return detect(atoms, forces, system.potential_energy(), float(lmp.get_thermo("temp")),
-                      target_T, crit, lost)
-
-    try:
-        lmp.commands_list([f"timestep {dt_ps!r}",
-                           f"velocity all create {protocol.T_initial!r} {seed % 900_000 + 1} "
-                           f"mom yes rot no dist gaussian", "run 0 post no"])
-        bad = state_failure(protocol.T_anneal)
-        for name, t_a, t_b, nsteps in protocol.stages():
-            if bad:
-                break
-            target = protocol.T_anneal if t_a is None else max(t_a, t_b)
-            fix = "nve" if t_a is None else f"nvt temp {t_a!r} {t_b!r} {protocol.tdamp_fs / 1000.0!r}"
-            lmp.command(f"fix integrate all {fix}")
-            first, end = step, step + nsteps
-            while step < end:
-                chunk = min(check - step % check, dump - step % dump, end - step)
-                lmp.command(f"run {chunk} start {first} stop {end} "
-                            f"pre {'yes' if step == first else 'no'} post no")
-                step += chunk
-                bad = state_failure(target)
-                if bad:
-                    break
-                if name == "nve":
-                    result.nve.append((step * dt_ps, float(lmp.get_thermo("etotal"))))
-                if step % dump == 0:
-                    result.frames.append(_frame(system, run_id, step * dt_ps, name))
-            lmp.command("unfix integrate")
-    except Exception as err:  # LAMMPS raises plain Exceptions for its own errors
-        bad = ("lammps_error", f"{type(err).__name__}: {err}")
-    finally:
-        system.close()
-    if bad:
-        result.failure = {"reason": bad[0], "time_ps": round(step * dt_ps, 6), "detail": bad[1]}
-    result.time_ps = round(step * dt_ps, 6)
-    result.wall_s = time.perf_counter() - t0
-    result.cpu_s = time.process_time() - c0
-    return result
-
-
-def _frame(system: LammpsSystem, run_id: str, time_ps: float, stage: str) -> Atoms:
-    frame = system.atoms()
-    frame.info.update(run=run_id, time_ps=round(time_ps, 6), stage=stage,
-                      temperature_K=float(system.lmp.get_thermo("temp")),
-                      model_energy=system.potential_energy())
-    frame.arrays["model_forces"] = system.forces()
-    return frame
-
-
-# ---------------------------------------------------------------- analysis
-
-def drift_meV_per_atom_ps(nve: list[tuple[float, float]], natoms: int) -> float | None:
-    """Slope of the NVE total energy per atom (meV/atom/ps); None with < 3 points."""
-    if len(nve) < 3:
-        return None
-    t, e = np.array(nve).T
-    return float(np.polyfit(t, e / natoms, 1)[0] * 1000.0)
-
-
-def structure(frames: list[Atoms], analysis: Analysis) -> dict:
-    """Coordination fractions and g(r) over the hold-stage frames."""
-    hold = [f for f in frames if f.info["stage"] == "hold"]
-    if not hold:
-        return {"coordination": None, "rdf": None}
-    return {"coordination": coordination_fractions(hold, analysis.coordination_cutoff),
-            "rdf": rdf(hold, analysis.rdf_r_max, analysis.rdf_bins)[1].tolist()}
-
-
-def relabel(frames: list[Atoms], count: int, teacher: Teacher, e0_model: dict,
-            e0_teacher: dict, calculator=None) -> dict:
-    """Model vs teacher on ``count`` evenly spaced frames of one run: squared-error sums
-    (pooled later) of force components and per-atom energies relative to isolated atoms."""
-    if not frames or count == 0:
-        return {"n_frames": 0, "force_sq_sum": 0.0, "n_force": 0, "energy_diff_per_atom": []}
-    picks = sorted(set(np.linspace(0, len(frames) - 1, min(count, len(frames)))
-                       .round().astype(int).tolist()))
-    f_sq, n_f, e_diff = 0.0, 0, []
-    for k in picks:
-        frame = frames[k]
-        symbols = frame.get_chemical_symbols()
-        energy, forces = single_point(frame, teacher, calculator)
-        e_teacher = energy - sum(e0_teacher[s] for s in symbols)
-        e_model = frame.info["model_energy"] - sum(e0_model[s] for s in symbols)
-        e_diff.append((e_model - e_teacher) / len(frame))
-        f_sq += float(np.sum((frame.arrays["model_forces"] - forces) ** 2))
-        n_f += forces.size
-    return {"n_frames": len(picks), "force_sq_sum": f_sq, "n_force": n_f,
-            "energy_diff_per_atom": e_diff}
-
-
-def pooled_relabel(parts: list[dict]) -> dict:
-    """Force RMSE and per-atom energy RMSE about the mean offset (energy scales of model and
-    teacher may differ by a constant per atom: the model may be fine-tuned on DFT)."""
-    n_f = sum(p["n_force"] for p in parts)
-    diffs = np.array([d for p in parts for d in p["energy_diff_per_atom"]])
-    return {"n_frames": int(sum(p["n_frames"] for p in parts)),
-            "force_rmse": math.sqrt(sum(p["force_sq_sum"] for p in parts) / n_f) if n_f else None,
-            "energy_offset_per_atom": float(diffs.mean()) if diffs.size else None,
-            "energy_rmse_per_atom_centered": float(diffs.std()) if diffs.size > 1 else None}
-
-
-def summarise(runs: list[dict], protocol: StabilityProtocol) -> dict:
-    """Survival fraction, times and reasons of failure, over all runs of one potential."""
-    failed = [r["failure"] for r in runs if r["failure"]]
-    reasons: dict[str, int] = {}
-    for f in failed:
-        reasons[f["reason"]] = reasons.get(f["reason"], 0) + 1
-    total_ps = sum(s[3] for s in protocol.stages()) * protocol.timestep_fs / 1000.0
-
-    def mean(key, f=float):
-        values = [f(r[key]) for r in runs if r.get(key) is not None]
-        return float(np.mean(values)) if values else None
-
-    return {"n_runs": len(runs), "n_survived": len(runs) - len(failed),
-            "survival_fraction": (len(runs) - len(failed)) / len(runs) if runs else None,
-            "protocol_ps": round(total_ps, 6),
-            "mean_time_survived_ps": float(np.mean([r["time_ps"] for r in runs])) if runs else None,
-            "mean_time_to_failure_ps": float(np.mean([f["time_ps"] for f in failed]))
-            if failed else None,
-            "failure_reasons": reasons,
-            "rdf_distance": mean("rdf_distance"),
-            "nve_abs_drift_meV_per_atom_ps": mean("nve_drift_meV_per_atom_ps", abs),
-            "coordination": _mean_fractions([r["coordination"] for r in runs]),
-            "teacher_coordination": _mean_fractions([r.get("teacher_coordination")
-                                                     for r in runs])}
-
-
-def _mean_fractions(items: list[dict | None]) -> dict | None:
-    items = [c for c in items if c]
-    if not items:
-        return None
-    return {k: float(np.mean([c[k] for c in items])) for k in items[0]}
-
-
-
-def check_stability_config(config: dict) -> str:
-    """Parse-time check of the ``stability`` section (Snakefile): bad fields, and a start file
-    that is missing, holds unknown elements or no cell in the window, stop the run before any
-    job, naming the field or file. Returns ``starts.source``."""
-    from .config_check import ConfigError
-
-    try:
-        cfg = StabilitySettings.from_config(config["stability"])
-        if cfg.starts.source != "test":
-            select_starts(read_start_source(cfg.starts.source), cfg.starts, config["elements"],
-                          f"{cfg.starts.source} (config field 'stability.starts.source')")
-    except (ValueError, FileNotFoundError) as err:
-        raise ConfigError(str(err)) from None
-    return cfg.starts.source
+def _compare(record: dict, result, ref: dict | None, cfg: StabilitySettings, teacher: Teacher,
+             e0_model: dict, e0_teacher: dict, calculator) -> None:
+    """Teacher relabelling (every run, frames before any failure) and structure vs the
+    teacher's run from the same start and seed (when both survived)."""
+    part = relabel(result.frames, cfg.analysis.relabel_frames, teacher, e0_model, e0_teacher,
+                   calculator)
+    record["_relabel"] = part
+    record["relabel"] = pooled_relabel([part])
+    both = record["rdf"] is not None and ref is not None and ref["rdf"] is not None
+    record["teacher_coordination"] = ref["coordination"] if both else None
+    record["rdf_distance"] = rdf_distance(record["rdf"], ref["rdf"]) if both else None

@@ -171,7 +171,3 @@ def load_factory(spec: str, teacher: str = "?"):
         if factory is None:
             raise ValueError(f"teacher '{teacher}': '{module_name}' has no '{attr}'")
     return factory
-
-
-def safe_name(name: str) -> bool:
-    return re.fullmatch(r"[A-Za-z0-9_.-]+", name) is not None

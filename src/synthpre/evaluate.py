@@ -7,8 +7,8 @@ import numpy as np
 
 from .atomic import atomic_path, write_json
 from .modelfile import load_model
-from .shards import read_shard
-from .train import evaluate_metrics, predict
+from .shard_files import read_shard
+from .trainer import evaluate_metrics, predict
 
 POINT = re.compile(r"(?P<mode>scratch|finetune)(/(?P<labeller>[^/]+)(/k\d+)?)?"
                    r"/n(?P<n>\d+)/s(?P<seed>\d+)")
@@ -23,7 +23,7 @@ def parse_point(point: str) -> dict:
             "n": int(match["n"]), "seed": int(match["seed"])}
 
 
-# What every trained model records of its budget (synthpre.train's summary).
+# What every trained model records of its budget (synthpre.trainer's summary).
 TRAINING_RECORD = ("epochs", "steps", "best_epoch", "stop_reason", "wall_time_s", "n_parameters",
                    "n_pretrain")
 

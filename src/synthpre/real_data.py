@@ -15,9 +15,8 @@ import numpy as np
 from ase import Atoms
 
 from .atomic import write_json
-from .frames import read_frames
-from .records import to_record
-from .shards import read_shard, write_shard
+from .frames import read_frames, to_record
+from .shard_files import read_shard, write_shard
 
 
 def fit_e0(frames: list[Atoms], energies: np.ndarray, elements: list[str]) -> dict[str, float]:

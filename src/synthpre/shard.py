@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 
 from .atomic import read_json, write_json
-from .frames import read_frames
-from .records import to_record
-from .shards import read_column, sha256, write_shard
+from .frames import read_frames, to_record
+from .shard_files import read_column, sha256, write_shard
 from .stats import dataset_stats
 
 

@@ -1,0 +1,386 @@
+"""Training, prediction and metrics: a plain loop with the paper's protocol.
+
+Loss = force-component MSE + energy_weight x per-atom energy MSE; Adam; an exponential moving
+average (EMA) of the weights is what gets validated and saved; early stopping on the EMA
+model's validation force RMSE. Every epoch writes ``metrics.csv`` and ``checkpoint.pt``
+atomically, and a new call with the same ``out_dir`` resumes exactly where it stopped: the
+shuffle of epoch k is drawn from (seed, k), so it needs no saved generator state.
+
+Data parallel: when ``torch.distributed`` is initialised (``torchrun``, or
+``torch.multiprocessing.spawn`` + ``init_process_group``; gloo on CPU, nccl on GPU), every
+rank draws the same batches and trains on its share of each (structures ``rank::world``);
+the loss is normalised by the whole batch's counts and the gradients are summed over ranks
+(one ``all_reduce``), so the step is the single-process step on the whole batch. One code
+path: a world size of 1 is the plain case. Only rank 0 writes files.
+"""
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import itertools
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .atomic import atomic_path
+from .graph import Batch, build_graph, collate, concat
+from .model import NequIP, count_parameters
+from .modelfile import save_model
+from .preemption import STOP_REQUESTED, Preempted
+from .stats import neighbour_count
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = ["epoch", "train_loss", "val_energy_rmse_per_atom", "val_force_rmse", "lr",
+                  "wall_time_s", "steps"]
+
+
+@dataclass
+class TrainConfig:
+    """The paper's protocol by default; the dtype is the model's own (its config)."""
+
+    max_epochs: int = 300
+    min_steps: int = 0          # gradient steps before any stop: n=10 at batch 10 is 1 step/epoch
+    batch_size: int = 10
+    val_batch_size: int = 20
+    lr: float = 5e-3
+    energy_weight: float = 4.0
+    ema_decay: float = 0.99
+    patience: int = 40          # epochs without val force RMSE improving by min_delta
+    min_delta: float = 0.005    # eV/Å
+    lr_factor: float = 0.5      # ReduceLROnPlateau on val force RMSE
+    lr_patience: int = 10
+    seed: int = 0
+    device: str = "cpu"
+
+
+def mean_neighbors(records: list[dict], r_max: float) -> float:
+    """Average neighbours per atom within r_max: the model's message normalisation."""
+    n_edges = sum(neighbour_count(r, r_max) for r in records)
+    return n_edges / max(1, sum(len(r["numbers"]) for r in records))
+
+
+def loss_fn(out: dict, batch: Batch, energy_weight: float,
+            totals: tuple[int, int] | None = None) -> torch.Tensor:
+    """Force-component MSE + energy_weight x per-atom energy MSE.
+
+    ``totals`` = (atoms, structures) of the whole batch when ``batch`` is one rank's share:
+    the sums are then divided by the whole batch's counts, so the ranks' losses add up to
+    the whole batch's loss.
+    """
+    n_atoms, n_struct = totals or (batch.forces.shape[0], batch.energy.shape[0])
+    force_sse = (out["forces"] - batch.forces).pow(2).sum()
+    energy_sse = ((out["energy"] - batch.energy) / batch.n_atoms).pow(2).sum()
+    return force_sse / (3 * n_atoms) + energy_weight * energy_sse / n_struct
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size); (0, 1) without torch.distributed."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def shard_batch(graphs: list[Batch], rank: int, size: int) -> tuple[Batch, tuple[int, int]]:
+    """This rank's share (structures rank::size) of a batch and the whole batch's counts."""
+    totals = (sum(int(g.n_atoms.sum()) for g in graphs), sum(g.num_structures for g in graphs))
+    return concat(graphs[rank::size]), totals
+
+
+def gradient_step(model: NequIP, graphs: list[Batch], energy_weight: float, device) -> float:
+    """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss."""
+    rank, size = world()
+    if graphs[rank::size]:
+        batch, totals = shard_batch(graphs, rank, size)
+        batch = batch.to(device)
+        loss = loss_fn(model(batch), batch, energy_weight, totals)
+        loss.backward()
+        loss = loss.detach()
+    else:  # a last batch smaller than the world: this rank adds nothing
+        loss = torch.zeros((), dtype=model.dtype, device=device)
+    if size > 1:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p)
+                 for p in model.parameters()]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1)])
+        dist.all_reduce(flat)  # sum: the shares' losses add up to the whole batch's
+        for p, g in zip(model.parameters(), flat[:-1].split([q.numel() for q in grads])):
+            p.grad = g.view_as(p).clone()
+        loss = flat[-1]
+    return loss.item()
+
+
+def _predict_batches(model: NequIP, batches: Iterable[Batch], device) -> list:
+    """Per structure (energy, forces) as numpy; forces need autograd, so no no_grad here."""
+    results = []
+    for batch in batches:
+        out = model(batch.to(device))
+        energy = out["energy"].detach().cpu().double().numpy()
+        forces = out["forces"].detach().cpu().double().numpy()
+        splits = np.cumsum(batch.n_atoms.numpy())[:-1]
+        results.extend(zip(energy.tolist(), np.split(forces, splits)))
+    return results
+
+
+def predict(model: NequIP, records: list[dict], batch_size: int = 20) -> list:
+    """[(energy eV, forces (n, 3) eV/Å)] per record, in order."""
+    device = next(model.parameters()).device
+    chunks = (collate(records[k:k + batch_size], model.species, model.r_max, model.dtype)
+              for k in range(0, len(records), batch_size))
+    return _predict_batches(model, chunks, device)
+
+
+def _metrics(records: list[dict], preds: list) -> dict:
+    n = np.array([len(r["numbers"]) for r in records], dtype=float)
+    de = np.array([p[0] for p in preds]) - np.array([float(r["energy"]) for r in records])
+    df = np.concatenate([(p[1] - np.asarray(r["forces"])).ravel()
+                         for p, r in zip(preds, records)])
+    return {
+        "energy_rmse_per_atom": float(np.sqrt(np.mean((de / n) ** 2))),
+        "energy_mae_per_atom": float(np.mean(np.abs(de / n))),
+        "energy_rmse": float(np.sqrt(np.mean(de**2))),
+        "force_rmse": float(np.sqrt(np.mean(df**2))),
+        "force_mae": float(np.mean(np.abs(df))),
+        "n_structures": len(records),
+        "n_atoms": int(n.sum()),
+    }
+
+
+def evaluate_metrics(model: NequIP, records: list[dict], batch_size: int = 20,
+                     preds: list | None = None) -> dict:
+    """Energy (eV/atom, and eV per cell) and force-component (eV/Å) errors, per config_type.
+    Pass ``preds`` (from ``predict``) when the caller needs them too, to predict only once."""
+    preds = predict(model, records, batch_size) if preds is None else preds
+    result = _metrics(records, preds)
+    types = sorted({r["config_type"] for r in records if "config_type" in r})
+    if types:
+        result["per_config_type"] = {
+            t: _metrics(*zip(*[(r, p) for r, p in zip(records, preds)
+                               if r.get("config_type") == t]))
+            for t in types}
+    return result
+
+
+def _train_batches(train_data, epoch: int, cfg: TrainConfig, graphs: list[Batch] | None,
+                   graph_args: tuple) -> Iterable[list[Batch]]:
+    """The epoch's batches as lists of one-structure graphs (every rank gets the same)."""
+    if callable(train_data):  # streaming source: it owns its (epoch-seeded) order
+        for records in train_data(epoch):
+            yield [build_graph(r, *graph_args) for r in records]
+        return
+    order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_data))
+    for k in range(0, len(order), cfg.batch_size):
+        yield [graphs[i] for i in order[k:k + cfg.batch_size]]
+
+
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, n_updates: int,
+                max_decay: float) -> None:
+    """EMA step with torch_ema's warm-up (NequIP's default): early steps forget faster."""
+    decay = min(max_decay, (1 + n_updates) / (10 + n_updates))
+    with torch.no_grad():
+        for p_ema, p in zip(ema.parameters(), model.parameters()):
+            p_ema.lerp_(p, 1.0 - decay)
+
+
+def _read_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)  # RNG stays on CPU
+    except Exception as err:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise ValueError(f"{path}: not a readable training checkpoint ({err}); delete it to "
+                         f"start this training afresh") from err
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+    writer.writeheader()
+    writer.writerows(history)
+    with atomic_path(path) as tmp:
+        tmp.write_text(buf.getvalue())
+
+
+def _stop_reason(state: dict, cfg: TrainConfig) -> str | None:
+    """The one stopping rule of every model: never before ``min_steps`` gradient steps; then
+    at ``patience`` epochs without improvement, or when ``max_epochs`` are done."""
+    if state["ema_updates"] < cfg.min_steps:
+        return None
+    if state["bad_epochs"] >= cfg.patience:
+        return "patience"
+    if state["epoch"] >= cfg.max_epochs:  # past max_epochs only to reach min_steps
+        return "max_epochs" if state["epoch"] == cfg.max_epochs else "min_steps"
+    return None
+
+
+class TrainingDiverged(ValueError):
+    """A non-finite loss or validation error: never a result."""
+
+
+def _resumable(ckpt: dict, fingerprint: dict, ckpt_path: Path) -> bool:
+    """Resume only an unfinished training of this very job; say why not otherwise."""
+    stored = ckpt.get("fingerprint")
+    if stored != fingerprint:
+        changed = sorted(k for k in set(stored or {}) | set(fingerprint)
+                         if (stored or {}).get(k) != fingerprint.get(k))
+        log.info("checkpoint %s belongs to another job (changed: %s): starting fresh",
+                 ckpt_path, ", ".join(changed) or "no fingerprint stored")
+        return False
+    if ckpt["state"].get("finished"):
+        log.info("checkpoint %s is of a finished training whose output was removed "
+                 "(e.g. --force): starting fresh", ckpt_path)
+        return False
+    log.info("resuming from %s (epoch %d, batch %d)", ckpt_path, ckpt["state"]["epoch"] + 1,
+             ckpt["state"]["batches_done"])
+    return True
+
+
+def _check_finite(value: float, what: str, where: str) -> None:
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"{where}: {what} is {value}; no model written (the last "
+                               f"checkpoint is kept for inspection)")
+
+
+def train(model: NequIP,
+          train_data: list[dict] | Callable[[int], Iterable[list[dict]]],
+          val_records: list[dict], cfg: TrainConfig, out_dir, meta: dict | None = None,
+          fingerprint: dict | None = None, name: str = "training") -> dict:
+    """Train ``model`` in place and save the best EMA model to ``out_dir/model.pt``.
+
+    ``train_data`` is a list of records (shuffled per epoch, neighbour lists cached) or a
+    callable ``epoch -> iterable of record lists`` for data that does not fit in memory; it
+    must give the same batches for the same epoch for resuming to be exact. ``meta`` (e.g.
+    ``e0``, data reference) goes into the model file. ``fingerprint`` (JSON-able: everything
+    that determines the result) is stored in the checkpoint, which is resumed only by an
+    unfinished training with the same fingerprint; otherwise ``out_dir`` starts afresh.
+    ``name`` (stage and data) heads error messages. A non-finite loss or validation error
+    raises ``TrainingDiverged``. On return ``model`` holds the best EMA weights. Returns a
+    summary dict.
+    """
+    out_dir = Path(out_dir)
+    rank, size = world()
+    if rank == 0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    if size > 1:
+        dist.barrier()
+    ckpt_path = out_dir / "checkpoint.pt"
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    if size > 1:  # every rank starts from rank 0's weights
+        for p in model.parameters():
+            dist.broadcast(p.data, 0)
+    ema = copy.deepcopy(model).eval()
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
+    state = {"epoch": 0, "ema_updates": 0, "best": math.inf, "best_epoch": 0,
+             "ref": math.inf, "bad_epochs": 0, "wall_time_s": 0.0, "history": [],
+             "batches_done": 0, "epoch_losses": [], "finished": False, "stop_reason": None}
+    fingerprint = fingerprint or {}
+    ckpt = _read_checkpoint(ckpt_path) if ckpt_path.exists() else None
+    if ckpt is not None and not _resumable(ckpt, fingerprint, ckpt_path):
+        ckpt = None
+    if ckpt is None and rank == 0:  # nothing of an earlier training may leak into this one
+        for stale in ("checkpoint.pt", "metrics.csv", "model.pt"):
+            (out_dir / stale).unlink(missing_ok=True)
+    if size > 1:
+        dist.barrier()  # no rank reads a stale file rank 0 is removing
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        state = ckpt["state"]
+
+    graph_args = (model.species, model.r_max, model.dtype)
+    graphs = None if callable(train_data) else [build_graph(r, *graph_args) for r in train_data]
+    val_graphs = [build_graph(r, *graph_args) for r in val_records]
+    val_batches = [concat(val_graphs[k:k + cfg.val_batch_size])
+                   for k in range(0, len(val_graphs), cfg.val_batch_size)]
+    meta = {**(meta or {}), "train_config": asdict(cfg)}
+
+    def checkpoint() -> None:
+        if rank == 0:
+            with atomic_path(ckpt_path) as tmp:
+                torch.save({"model": model.state_dict(), "ema": ema.state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "torch_rng": torch.get_rng_state(), "state": state,
+                            "fingerprint": fingerprint}, tmp)
+
+    while not state["finished"]:
+        start = time.perf_counter()
+        epoch = state["epoch"] + 1
+        batches = _train_batches(train_data, epoch, cfg, graphs, graph_args)
+        # A resumed epoch skips the batches it already trained on: same batches, same order.
+        for batch_graphs in itertools.islice(batches, state["batches_done"], None):
+            optimizer.zero_grad(set_to_none=True)
+            loss = gradient_step(model, batch_graphs, cfg.energy_weight, device)
+            _check_finite(loss, "the training loss", f"{name}, epoch {epoch}, batch "
+                                                      f"{state['batches_done'] + 1}")
+            state["epoch_losses"].append(loss)
+            optimizer.step()
+            n = state["ema_updates"] = state["ema_updates"] + 1
+            _update_ema(ema, model, n, cfg.ema_decay)
+            state["batches_done"] += 1
+            if STOP_REQUESTED.is_set():
+                state["wall_time_s"] += time.perf_counter() - start
+                checkpoint()
+                raise Preempted(f"stopped in epoch {epoch} after batch "
+                                f"{state['batches_done']}; checkpoint {ckpt_path}")
+        losses, state["epoch_losses"], state["batches_done"] = state["epoch_losses"], [], 0
+
+        val = _metrics(val_records, _predict_batches(ema, val_batches, device))
+        val_f = val["force_rmse"]
+        for key in ("force_rmse", "energy_rmse_per_atom"):
+            _check_finite(val[key], f"the validation {key}", f"{name}, epoch {epoch}")
+        scheduler.step(val_f)
+        # patience counts epochs since the last improvement by min_delta; any improvement saves
+        if val_f < state["ref"] - cfg.min_delta:
+            state["ref"], state["bad_epochs"] = val_f, 0
+        else:
+            state["bad_epochs"] += 1
+        if val_f < state["best"]:
+            state["best"], state["best_epoch"] = val_f, epoch
+            if rank == 0:
+                save_model(out_dir / "model.pt", ema,
+                           {**meta, "epoch": epoch, "val_force_rmse": val_f,
+                            "val_energy_rmse_per_atom": val["energy_rmse_per_atom"]})
+        state["epoch"] = epoch
+        state["stop_reason"] = _stop_reason(state, cfg)
+        state["finished"] = state["stop_reason"] is not None
+        state["wall_time_s"] += time.perf_counter() - start
+        state["history"].append({
+            "epoch": epoch, "train_loss": float(np.mean(losses)),
+            "val_energy_rmse_per_atom": val["energy_rmse_per_atom"], "val_force_rmse": val_f,
+            "lr": optimizer.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"],
+            "steps": state["ema_updates"]})
+        if rank == 0:
+            _write_metrics(out_dir / "metrics.csv", state["history"])
+        seconds = time.perf_counter() - start
+        log.info("%s: epoch %d, train loss %.5g, val E %.4g eV/atom, val F %.4g eV/Å, lr %.3g, "
+                 "%.2f s/epoch, at most %.0f s to max_epochs", name, epoch,
+                 state["history"][-1]["train_loss"], val["energy_rmse_per_atom"], val_f,
+                 optimizer.param_groups[0]["lr"], seconds,
+                 max(0, cfg.max_epochs - epoch) * seconds)
+        checkpoint()
+        if size > 1:
+            dist.barrier()  # the files are complete before any rank reads them
+
+    if (out_dir / "model.pt").exists():
+        best = torch.load(out_dir / "model.pt", map_location=device, weights_only=True)
+        model.load_state_dict(best["state_dict"])
+    model.eval()
+    log.info("%s: stopped after epoch %d (%d steps): %s; best epoch %d", name, state["epoch"],
+             state["ema_updates"], state["stop_reason"], state["best_epoch"])
+    return {"epochs": state["epoch"], "steps": state["ema_updates"],
+            "best_epoch": state["best_epoch"], "best_val_force_rmse": state["best"],
+            "stop_reason": state["stop_reason"], "wall_time_s": state["wall_time_s"],
+            "n_parameters": count_parameters(model), "history": state["history"]}
