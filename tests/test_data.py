@@ -5,18 +5,17 @@ import json
 
 import numpy as np
 import pytest
+from conftest import QUICK_PROTOCOL
+from defaults import protocol
 
-from synthpre.frames import read_frames, write_frames
+from synthpre.frames import read_frames, to_record, write_frames
 from synthpre.label import label_frames
 from synthpre.lammps_system import isolated_atom_energy, single_point
-from synthpre.md import Protocol, run_trajectory
+from synthpre.md import run_trajectory
 from synthpre.real_data import ingest, training_subset
-from synthpre.frames import to_record
 from synthpre.shard import build_shards, shard_paths
 from synthpre.shard_files import read_shard, sha256, write_shard
 from synthpre.teachers import get_teacher
-
-from conftest import QUICK_PROTOCOL
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def md_frames():
     frames = []
     for k in range(3):
         result = run_trajectory(get_teacher("tersoff"), {"C": 16}, 2.4, 3000,
-                                Protocol.from_config(QUICK_PROTOCOL), seed=k, traj_id=f"t{k}")
+                                protocol(**QUICK_PROTOCOL), seed=k, traj_id=f"t{k}", min_distance=1.0)
         frames += result.frames
     return frames
 

@@ -236,10 +236,11 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
     from synthpre.real_data import ingest
 
     ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
-    settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1, "num_features": 4,
-                                             "num_basis": 4},
-                "train": {"max_epochs": 100000, "patience": 100000, "batch_size": 2},
-                "fit_shift": False}
+    from defaults import train_settings
+
+    settings = train_settings("scratch", model={"num_layers": 1, "num_features": 4,
+                                                "num_basis": 4},
+                              train={"max_epochs": 100000, "patience": 100000, "batch_size": 2})
     command = [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
                json.dumps(settings), "--stage", "scratch", "--real-dir", str(tmp_path / "real"),
                "--n", "6", "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")]

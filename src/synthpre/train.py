@@ -21,20 +21,21 @@ import torch.distributed as dist
 from ase.data import atomic_numbers
 
 from .atomic import folder_lock, read_json
+from .job_settings import strict
 from .model import NequIP
 from .modelfile import load_model, save_model
 from .preemption import request_stop
 from .real_data import training_subset
-from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
 from .shard import pretraining_subset, shard_paths
+from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
 from .trainer import TrainConfig, mean_neighbors, predict, train, world
 
 MAX_VAL_STRUCTURES = 1000
 
 
-def train_config(settings: dict) -> TrainConfig:
+def train_config(settings: dict, device: str) -> TrainConfig:
     """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)."""
-    return TrainConfig(**settings["train"])
+    return strict(TrainConfig, settings["train"], "train", device=device)
 
 
 def check_compatible(model: NequIP, init: str, species: list[str], r_max: float) -> None:
@@ -95,7 +96,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         signal.signal(signum, request_stop)
     if (stage == "finetune") != (init is not None):
         raise ValueError(f"stage {stage}: --init is needed for finetune and only for finetune")
-    cfg = dataclasses.replace(train_config(settings), device=join_ranks_and_pick_device())
+    cfg = train_config(settings, join_ranks_and_pick_device())
     model_cfg = dict(settings["model"])
     workdir = Path(out).parent / "train"
     species = list(settings["elements"])

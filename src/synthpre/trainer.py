@@ -45,21 +45,22 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_energy_rmse_per_atom", "val_force_
 
 @dataclass
 class TrainConfig:
-    """The paper's protocol by default; the dtype is the model's own (its config)."""
+    """A job's recipe (``synthpre.job_settings.train``: the config's ``train`` merged with the
+    stage's overrides; the schema holds the defaults, the paper's protocol) and its device."""
 
-    max_epochs: int = 300
-    min_steps: int = 0          # gradient steps before any stop: n=10 at batch 10 is 1 step/epoch
-    batch_size: int = 10
-    val_batch_size: int = 20
-    lr: float = 5e-3
-    energy_weight: float = 4.0
-    ema_decay: float = 0.99
-    patience: int = 40          # epochs without val force RMSE improving by min_delta
-    min_delta: float = 0.005    # eV/Å
-    lr_factor: float = 0.5      # ReduceLROnPlateau on val force RMSE
-    lr_patience: int = 10
-    seed: int = 0
-    device: str = "cpu"
+    max_epochs: int
+    min_steps: int              # gradient steps before any stop: n=10 at batch 10 is 1 step/epoch
+    batch_size: int
+    val_batch_size: int
+    lr: float
+    energy_weight: float
+    ema_decay: float
+    patience: int               # epochs without val force RMSE improving by min_delta
+    min_delta: float            # eV/Å
+    lr_factor: float            # ReduceLROnPlateau on val force RMSE
+    lr_patience: int
+    seed: int
+    device: str                 # picked in one place: train.join_ranks_and_pick_device
 
 
 def mean_neighbors(records: list[dict], r_max: float) -> float:
