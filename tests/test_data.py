@@ -196,3 +196,20 @@ def test_pretraining_subsets_are_nested_and_keep_trajectories_whole(md_frames, t
     assert len({t for *_, t in small}) == 1
     with pytest.raises(ValueError, match="config field 'pretrain.sizes' asks for 999"):
         pretraining_subset(paths, 999, 0)
+
+
+def test_neighbour_counts_match_the_graphs_for_a_slab():
+    """Mean neighbours (the model's message normalisation) counts the graphs' own edges: a
+    slab periodic in x and y only has fewer than the same cell periodic in all three."""
+    from ase.build import diamond111
+
+    from synthpre.graph import build_graph
+    from synthpre.stats import neighbour_count
+
+    slab = diamond111("C", size=(2, 2, 3), vacuum=0.0)  # no vacuum: z images would bond
+    record = {"numbers": slab.numbers, "positions": slab.positions, "cell": slab.cell[:],
+              "pbc": np.array([True, True, False])}
+    edges = build_graph(record, ["C"], 2.0).edge_index.shape[1]
+    assert neighbour_count(record, 2.0) == edges
+    bulk_like = neighbour_count({**record, "pbc": np.array([True, True, True])}, 2.0)
+    assert edges < bulk_like

@@ -27,7 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from .atomic import write_json
-from .frames import read_frames, set_labels, write_frames
+from .frames import labelled_copy, read_frames, write_frames
 from .job_settings import strict
 
 LABELLER = "gpaw"
@@ -244,14 +244,7 @@ def label_with_gpaw(in_path: str | os.PathLike, out_path: str | os.PathLike,
                 raise RuntimeError(data["error"] + f" (cached in {path}; delete it to retry)")
             failed.append({"index": i, "error": data["error"]})
             continue
-        labelled = atoms.copy()
-        labelled.calc = None
-        ref = sum(e0[s] for s in labelled.get_chemical_symbols())
-        set_labels(labelled, float(data["energy_total"]) - ref, np.asarray(data["forces"]))
-        labelled.info["labeller"] = LABELLER
-        for s in symbols:
-            labelled.info[f"e0_{s}"] = e0[s]
-        out.append(labelled)
+        out.append(labelled_copy(atoms, data["energy_total"], data["forces"], LABELLER, e0))
     write_frames(out_path, out)
     summary = {"n": len(frames), "n_computed": n_computed, "n_cached": n_cached, "e0": e0,
                "mean_wall_s": float(np.mean(wall)) if wall else None, "failed": failed,

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from ase.data import atomic_numbers
 
 from .atomic import folder_lock, read_json
+from .composition import fit_per_species, species_counts
 from .job_settings import strict
 from .model import NequIP
 from .modelfile import load_model, save_model
@@ -69,16 +69,13 @@ def fit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
     eV/atom away from the DFT ones); a fresh model starts ~8 eV/atom from DFT carbon energies
     and would otherwise spend its first hundreds of steps learning that offset through its
     weights (NequIP's default shift is this mean). The paper kept the shift at 0 for both."""
-    counts = np.array([[np.sum(r["numbers"] == atomic_numbers[s]) for s in model.species]
-                       for r in records], dtype=float)
+    counts = species_counts([r["numbers"] for r in records], model.species)
     residual = np.array([r["energy"] - e for r, (e, _) in zip(records, predict(model, records))])
-    present = counts.any(axis=0)
-    if np.linalg.matrix_rank(counts) < present.sum():
+    delta = fit_per_species(counts, residual)
+    if delta is None:
         # one composition (or dependent ones) cannot tell the species apart: move every
         # species by the same per-atom amount rather than a minimum-norm split
         delta = np.full(len(model.species), residual.sum() / counts.sum())
-    else:
-        delta, *_ = np.linalg.lstsq(counts, residual, rcond=None)
     with torch.no_grad():
         model.shift += torch.as_tensor(delta, dtype=model.shift.dtype)
     return {s: float(d) for s, d in zip(model.species, delta)}
