@@ -227,3 +227,24 @@ def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
     batches[1].unlink()
     rerun = snakemake(tmp_path, "--cores", "1", targets=(str(batches[1].relative_to(tmp_path)),))
     assert "cached" in (tmp_path / "results/tiny/logs/dft/batch1.log").read_text()
+
+
+@pytest.mark.slow
+def test_long_jobs_log_where_they_are(tiny_run):
+    """Rule logs say where a job is: MD stage and progress lines (step, time, T, energy per
+    atom, atom-steps/s, ETA) and one line per training epoch (loss, val E and F, lr, time)."""
+    import re
+
+    logs = tiny_run / "results/tiny/logs"
+    md_log = next((logs / "md").rglob("*.log")).read_text()
+    assert re.search(r"stage melt, [\d.]+ -> [\d.]+ K, \d+ steps", md_log)
+    progress = re.findall(r"md \S+: (\d+)/(\d+) steps \(([\d.]+) steps/s, ETA (\d+) s\), t "
+                          r"([\d.]+) ps, T (\d+) K, E_pot (-?[\d.]+) eV/atom, (\d+) atom-steps/s",
+                          md_log)
+    assert progress and progress[-1][0] == progress[-1][1]  # the last line: all steps done
+    assert float(progress[-1][6]) < 0 and int(progress[-1][7]) > 0
+    epochs = re.findall(r"epoch (\d+), train loss ([\d.e+-]+), val E ([\d.e+-]+) eV/atom, "
+                        r"val F ([\d.e+-]+) eV/Å, lr ([\d.e+-]+), ([\d.]+) s/epoch",
+                        (logs / "scratch/n3/s1.log").read_text())
+    assert [int(e[0]) for e in epochs] == list(range(1, len(epochs) + 1)) and len(epochs) >= 2
+    assert all(float(e[3]) > 0 and float(e[4]) > 0 for e in epochs)
