@@ -255,9 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Under torchrun every rank logs into the same rule log: say which rank speaks.
-    rank = f"[rank {os.environ.get('RANK', 0)}] " if int(os.environ.get("WORLD_SIZE", 1)) > 1 \
-        else ""
+    # Under torchrun or srun every rank logs into the same rule log: say which rank speaks.
+    env = os.environ
+    world = int(env.get("WORLD_SIZE") or env.get("SLURM_STEP_NUM_TASKS") or 1)
+    rank = f"[rank {env.get('RANK') or env.get('SLURM_PROCID', 0)}] " if world > 1 else ""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format=f"%(asctime)s {rank}%(name)s: %(message)s")
     try:

@@ -49,9 +49,26 @@ def check_compatible(model: NequIP, init: str, species: list[str], r_max: float)
                          f"differs from the config's model.r_max={r_max} Å")
 
 
+def ranks_from_slurm(env: dict) -> dict:
+    """torch.distributed's variables for a rank that ``srun`` started (one task per GPU, on
+    one or several nodes): rank and size from SLURM, the rendezvous on the node srun was
+    launched from (the allocation's first, where task 0 runs), a port derived from the job id
+    so jobs sharing a node do not collide. Nothing when torchrun (or nobody) set them. The size
+    is the srun step's (``SLURM_STEP_NUM_TASKS``): the batch script itself also sees
+    ``SLURM_NTASKS`` and ``SLURM_PROCID=0`` of a several-task allocation, and must stay alone."""
+    if "RANK" in env or int(env.get("SLURM_STEP_NUM_TASKS", 1)) <= 1:
+        return {}
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+            "MASTER_ADDR": env.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"),
+            "MASTER_PORT": str(20000 + int(env.get("SLURM_JOB_ID", 0)) % 20000)}
+
+
 def join_ranks_and_pick_device() -> str:
-    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group: NCCL with one GPU per rank
-    where there are GPUs, gloo on CPUs. Returns this rank's device."""
+    """Join the process group when several ranks run (started by ``torchrun`` on one machine
+    or by ``srun`` across nodes): NCCL with one GPU per rank where there are GPUs, gloo on
+    CPUs. Returns this rank's device."""
+    os.environ.update(ranks_from_slurm(dict(os.environ)))
     cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():

@@ -4,7 +4,12 @@
 
 
 def data_parallel(resources):
-    """Several GPUs for one job: one torchrun rank per GPU (synthpre joins the ranks)."""
+    """How a training job starts its ranks, one per GPU (synthpre joins them): on a SLURM
+    allocation of several tasks or nodes, srun starts one rank per task; several GPUs on one
+    machine without SLURM tasks, torchrun."""
+    nodes, tasks = (int(getattr(resources, k, 1) or 1) for k in ("nodes", "tasks"))
+    if nodes > 1 or tasks > 1:
+        return "srun "
     gpus = int(getattr(resources, "gpu", 0) or 0)
     return f"torchrun --standalone --nproc_per_node={gpus} " if gpus > 1 else ""
 
