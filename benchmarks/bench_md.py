@@ -27,7 +27,6 @@ import ase.io
 
 from synthpre.cells import random_cell
 from synthpre.frames import write_frames
-from synthpre.lammps_runtime import potentials_dir
 from synthpre.md import Protocol, _kelvin, run_trajectory
 from synthpre.teachers import get_teacher
 

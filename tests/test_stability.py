@@ -16,7 +16,7 @@ from synthpre.frames import read_frames, write_frames
 from synthpre.md import Protocol, run_trajectory
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
-from synthpre.stability_md import (FailureCriteria, StabilityProtocol, StabilitySettings, detect,
+from synthpre.stability_md import (FailureCriteria, StabilitySettings, detect,
                                 pooled_relabel, relabel, run_md)
 from synthpre.stability_curves import parse_point, stability_curves
 from synthpre.stability import run_stability_job

@@ -13,7 +13,6 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from ase import Atoms
 
 from .cells import random_cell
