@@ -3,6 +3,7 @@ bad config stopping the run before any job starts."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -188,6 +189,12 @@ def test_report_builds_with_learning_curves(tiny_run):
     for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv",
                  "stability.svg", "stability.csv"):
         assert name in html, name
+    # the report opens on the workflow's rule graph (Snakemake draws it; no Graphviz needed)
+    spec = json.loads(re.search(r"var rulegraph_spec = (\{.*?\});\s*</script>", html,
+                                re.DOTALL).group(1))
+    rules = {node["rule"] for node in spec["data"][0]["values"]}
+    assert {"md", "label", "shard", "pretrain", "finetune", "scratch", "evaluate", "aggregate",
+            "stability", "stability_curves"} <= rules
 
 
 @pytest.mark.slow

@@ -157,6 +157,20 @@ def cmd_stability_curves(args) -> None:
           .to_string())
 
 
+def cmd_dag(args) -> None:
+    """The rule graph as SVG, without Graphviz (see synthpre.dag)."""
+    from .atomic import atomic_path
+    from .dag import parse_dot, render_svg
+
+    text = Path(args.dot).read_text() if args.dot != "-" else sys.stdin.read()
+    svg = render_svg(parse_dot(text))
+    if args.out == "-":
+        sys.stdout.write(svg)
+        return
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(svg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthpre", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -264,6 +278,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-figure", nargs="+", required=True, help="png and/or svg")
     p.set_defaults(func=cmd_stability_curves)
+
+    p = sub.add_parser("dag", help="draw `snakemake --rulegraph` as SVG (no Graphviz needed)")
+    p.add_argument("--dot", default="-", help="the rule graph in DOT (default: standard input)")
+    p.add_argument("--out", default="-", help="SVG file to write (default: standard output)")
+    p.set_defaults(func=cmd_dag)
     return parser
 
 
