@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from .preemption import Preempted
+from .progress import TerminalLogHandler
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job failed for now; a retry resumes it
 
@@ -288,8 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s: %(message)s")
+    # stderr: the rule's log file, or a terminal, where a progress bar stays below the lines
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s",
+                        handlers=[TerminalLogHandler(sys.stderr)])
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:

@@ -13,7 +13,8 @@ import json
 
 # Fields of the training recipe (``train`` merged with a stage's overrides) that a job reads.
 TRAIN_FIELDS = ("batch_size", "val_batch_size", "lr", "energy_weight", "ema_decay", "patience",
-                "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed")
+                "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed",
+                "tensorboard")
 
 
 def as_json(settings: dict) -> str:
@@ -71,8 +72,10 @@ def train(config: dict, stage: str) -> dict:
     weights; both fit the energy shift to their data or neither, so the comparison is fair)."""
     section = "pretrain" if stage == "pretrain" else "finetune"
     merged = {**config["train"], **config[section]}
-    settings = {"elements": config["elements"], "model": config["model"],
-                "train": {k: merged[k] for k in TRAIN_FIELDS if k in merged}}
+    recipe = {k: merged[k] for k in TRAIN_FIELDS if k in merged}
+    if recipe.get("tensorboard") is False:  # off: the params of runs from before it existed
+        del recipe["tensorboard"]
+    settings = {"elements": config["elements"], "model": config["model"], "train": recipe}
     if stage != "pretrain":
         settings["fit_shift"] = config["finetune"]["fit_shift"]
     return settings
