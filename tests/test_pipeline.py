@@ -3,6 +3,7 @@ bad config stopping the run before any job starts."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import numpy as np
@@ -183,11 +184,17 @@ def test_paper_config_dag_builds_here(tmp_path):
 
 
 def test_report_builds_with_learning_curves(tiny_run):
-    proc = snakemake(tiny_run, "--report", "report.html")
+    snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv",
                  "stability.svg", "stability.csv"):
         assert name in html, name
+    # the report opens on the workflow's rule graph (Snakemake draws it; no Graphviz needed)
+    spec = json.loads(re.search(r"var rulegraph_spec = (\{.*?\});\s*</script>", html,
+                                re.DOTALL).group(1))
+    rules = {node["rule"] for node in spec["data"][0]["values"]}
+    assert {"md", "label", "shard", "pretrain", "finetune", "scratch", "evaluate", "aggregate",
+            "stability", "stability_curves"} <= rules
 
 
 @pytest.mark.slow
@@ -225,7 +232,7 @@ def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
     assert summary["n_test"] + summary["n_val"] + summary["n_pool"] == 7
     assert summary["e0"]["C"] == pytest.approx(e0)
     batches[1].unlink()
-    rerun = snakemake(tmp_path, "--cores", "1", targets=(str(batches[1].relative_to(tmp_path)),))
+    snakemake(tmp_path, "--cores", "1", targets=(str(batches[1].relative_to(tmp_path)),))
     assert "cached" in (tmp_path / "results/tiny/logs/dft/batch1.log").read_text()
 
 

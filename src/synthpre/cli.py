@@ -16,6 +16,7 @@ from pathlib import Path
 
 from . import job_settings
 from .preemption import Preempted
+from .progress import TerminalLogHandler
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job failed for now; a retry resumes it
 
@@ -144,6 +145,20 @@ def cmd_stability_curves(args) -> None:
           .to_string())
 
 
+def cmd_dag(args) -> None:
+    """The rule graph as SVG, without Graphviz (see synthpre.dag)."""
+    from .atomic import atomic_path
+    from .dag import parse_dot, render_svg
+
+    text = Path(args.dot).read_text() if args.dot != "-" else sys.stdin.read()
+    svg = render_svg(parse_dot(text))
+    if args.out == "-":
+        sys.stdout.write(svg)
+        return
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(svg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthpre", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -250,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-figure", nargs="+", required=True, help="png and/or svg")
     p.set_defaults(func=cmd_stability_curves)
+
+    p = sub.add_parser("dag", help="draw `snakemake --rulegraph` as SVG (no Graphviz needed)")
+    p.add_argument("--dot", default="-", help="the rule graph in DOT (default: standard input)")
+    p.add_argument("--out", default="-", help="SVG file to write (default: standard output)")
+    p.set_defaults(func=cmd_dag)
     return parser
 
 
@@ -259,8 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     env = os.environ
     world = int(env.get("WORLD_SIZE") or env.get("SLURM_STEP_NUM_TASKS") or 1)
     rank = f"[rank {env.get('RANK') or env.get('SLURM_PROCID', 0)}] " if world > 1 else ""
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(asctime)s {rank}%(name)s: %(message)s")
+    # stderr: the rule's log file, or a terminal, where a progress bar stays below the lines
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {rank}%(name)s: %(message)s",
+                        handlers=[TerminalLogHandler(sys.stderr)])
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:

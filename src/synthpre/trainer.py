@@ -35,6 +35,7 @@ from .graph import Batch, build_graph, collate, concat
 from .model import NequIP, count_parameters
 from .modelfile import save_model
 from .preemption import STOP_REQUESTED, Preempted
+from .progress import EpochScalars, Progress
 from .stats import neighbour_count
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class TrainConfig:
     lr_factor: float            # ReduceLROnPlateau on val force RMSE
     lr_patience: int
     seed: int
+    tensorboard: bool           # per-epoch scalars in <out_dir>/tensorboard/ (rank 0)
     device: str                 # picked in one place: train.join_ranks_and_pick_device
 
 
@@ -316,6 +318,10 @@ def train(model: NequIP,
                             "torch_rng": torch.get_rng_state(), "state": state,
                             "fingerprint": fingerprint}, tmp)
 
+    # a bar over epochs in a terminal (the epoch lines are logged below); TensorBoard if asked
+    progress = Progress(name, cfg.max_epochs, unit="epochs", enabled=rank == 0, lines=False)
+    scalars = EpochScalars(out_dir / "tensorboard", state["epoch"]) \
+        if cfg.tensorboard and rank == 0 else None
     while not state["finished"]:
         start = time.perf_counter()
         epoch = state["epoch"] + 1
@@ -371,10 +377,16 @@ def train(model: NequIP,
                  state["history"][-1]["train_loss"], val["energy_rmse_per_atom"], val_f,
                  optimizer.param_groups[0]["lr"], seconds,
                  max(0, cfg.max_epochs - epoch) * seconds)
+        progress.update(epoch)
+        if scalars is not None:
+            scalars.add(state["history"][-1])
         checkpoint()
         if size > 1:
             dist.barrier()  # the files are complete before any rank reads them
 
+    progress.close()
+    if scalars is not None:
+        scalars.close()
     if (out_dir / "model.pt").exists():
         best = torch.load(out_dir / "model.pt", map_location=device, weights_only=True)
         model.load_state_dict(best["state_dict"])

@@ -2,43 +2,29 @@
 # pre-trained model and, as the baseline, train the same model from scratch. Each job gets
 # only its own recipe (synthpre.job_settings.train), never the lists of sizes and seeds.
 
+REAL_DATA = {"pool": f"{RESULTS}/real/pool.h5", "val": f"{RESULTS}/real/val.h5"}
 
-def data_parallel(resources):
-    """How a training job starts its ranks, one per GPU (synthpre joins them): on a SLURM
-    allocation of several tasks or nodes, srun starts one rank per task; several GPUs on one
-    machine without SLURM tasks, torchrun."""
-    nodes, tasks = (int(getattr(resources, k, 1) or 1) for k in ("nodes", "tasks"))
-    if nodes > 1 or tasks > 1:
-        return "srun "
-    gpus = int(getattr(resources, "gpu", 0) or 0)
-    return f"torchrun --standalone --nproc_per_node={gpus} " if gpus > 1 else ""
-
-
-REAL_DATA = {"pool": RESULTS + "/real/pool.h5", "val": RESULTS + "/real/val.h5"}
 
 # A pre-trained model's folder: <labeller> (all synthetic structures) or <labeller>/k<size>.
 wildcard_constraints:
     pre=r"[A-Za-z0-9_.-]+(/k[0-9]+)?",
 
 
-def pretrain_size(pre):
-    """'--n-pretrain K' for a <labeller>/k<K> model, nothing for all structures."""
-    return f"--n-pretrain {pre.split('/k')[1]}" if "/k" in pre else ""
-
-
 rule pretrain:
     input:
-        manifest=lambda w: RESULTS + f"/shards/{w.pre.split('/')[0]}/manifest.json",
+        manifest=lambda w: f"{RESULTS}/shards/{w.pre.split('/')[0]}/manifest.json",
     output:
-        model=RESULTS + "/pretrain/{pre}/model.pt",
+        model=f"{RESULTS}/pretrain/{{pre}}/model.pt",
     params:
         settings=lambda w: settings("train", "pretrain"),
         size=lambda w: pretrain_size(w.pre),
         launch=lambda w, resources: data_parallel(resources),
     log:
-        RESULTS + "/logs/pretrain/{pre}.log",
+        f"{RESULTS}/logs/pretrain/{{pre}}.log",
     benchmark:
-        RESULTS + "/benchmarks/pretrain/{pre}.tsv",
+        f"{RESULTS}/benchmarks/pretrain/{{pre}}.tsv",
+    conda:
+        "../../envs/core.yaml"
     shell:
         '{params.launch}"$(command -v synthpre)" train --settings {params.settings:q} '
         "--stage pretrain --manifest {input.manifest:q} {params.size} --out {output.model:q} "
@@ -47,17 +33,19 @@ rule pretrain:
 
 rule finetune:
     input:
-        init=RESULTS + "/pretrain/{pre}/model.pt",
+        init=f"{RESULTS}/pretrain/{{pre}}/model.pt",
         **REAL_DATA,
     output:
-        model=RESULTS + "/finetune/{pre}/n{n}/s{seed}/model.pt",
+        model=f"{RESULTS}/finetune/{{pre}}/n{{n}}/s{{seed}}/model.pt",
     params:
         settings=lambda w: settings("train", "finetune"),
-        real_dir=RESULTS + "/real",
+        real_dir=folder_of("pool"),
     log:
-        RESULTS + "/logs/finetune/{pre}/n{n}/s{seed}.log",
+        f"{RESULTS}/logs/finetune/{{pre}}/n{{n}}/s{{seed}}.log",
     benchmark:
-        RESULTS + "/benchmarks/finetune/{pre}/n{n}/s{seed}.tsv",
+        f"{RESULTS}/benchmarks/finetune/{{pre}}/n{{n}}/s{{seed}}.tsv",
+    conda:
+        "../../envs/core.yaml"
     shell:
         "synthpre train --settings {params.settings:q} --stage finetune "
         "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
@@ -68,14 +56,16 @@ rule scratch:
     input:
         **REAL_DATA,
     output:
-        model=RESULTS + "/scratch/n{n}/s{seed}/model.pt",
+        model=f"{RESULTS}/scratch/n{{n}}/s{{seed}}/model.pt",
     params:
         settings=lambda w: settings("train", "scratch"),
-        real_dir=RESULTS + "/real",
+        real_dir=folder_of("pool"),
     log:
-        RESULTS + "/logs/scratch/n{n}/s{seed}.log",
+        f"{RESULTS}/logs/scratch/n{{n}}/s{{seed}}.log",
     benchmark:
-        RESULTS + "/benchmarks/scratch/n{n}/s{seed}.tsv",
+        f"{RESULTS}/benchmarks/scratch/n{{n}}/s{{seed}}.tsv",
+    conda:
+        "../../envs/core.yaml"
     shell:
         "synthpre train --settings {params.settings:q} --stage scratch "
         "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
