@@ -1,6 +1,8 @@
 """Shared fixtures: small data sets made with the project's own engines (fast teachers)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from defaults import protocol
 
@@ -50,3 +52,30 @@ def tiny_run(tmp_path_factory, real_like_file):
     write_override(workdir, real)
     snakemake(workdir, "--cores", "2")
     return workdir
+
+
+def tiny_pretraining_command(tmp_path) -> list[str]:
+    """`synthpre train --stage pretrain` of a tiny float64 model on two small trajectories'
+    shards (add --out): for checking that several ranks end with a one-process run's weights."""
+    import json
+    import sys
+
+    from defaults import train_settings
+
+    from synthpre.frames import write_frames
+    from synthpre.shard import build_shards
+
+    frames = make_real_like(tmp_path / "frames.extxyz", n_traj=2, n_atoms=8)
+    files = []
+    for k in range(2):
+        path = tmp_path / f"t{k}.extxyz"
+        write_frames(path, [a for a in frames if a.info["traj_id"] == f"t{k}"])
+        files.append(str(path))
+    build_shards(files, [], str(tmp_path / "shards"), 0.0, 1e9, 0.5, 0, 4, 4.0)
+    settings = train_settings("pretrain", model={"num_layers": 1, "num_features": 4,
+                                                 "num_basis": 4, "dtype": "float64"},
+                              train={"max_epochs": 2, "batch_size": 4})
+    return [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
+            json.dumps(settings), "--stage", "pretrain", "--manifest",
+            str(tmp_path / "shards" / "manifest.json")]
+

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from defaults import train_config, train_settings
+from defaults import train_config
 from test_trainer import carbon_records, tiny_model
 
 from synthpre.graph import build_graph
@@ -86,29 +86,13 @@ def test_ddp_training_equals_single_process(tmp_path):
 def test_torchrun_cli_pretraining_matches_one_process(tmp_path):
     """`torchrun --nproc_per_node=2 synthpre train` (what the pretrain rule runs for gpu: 2)
     joins the ranks itself and ends with the weights of a one-process run."""
-    import json
     import subprocess
     import sys
     from pathlib import Path
 
-    from conftest import make_real_like
+    from conftest import tiny_pretraining_command
 
-    from synthpre.frames import write_frames
-    from synthpre.shard import build_shards
-
-    frames = make_real_like(tmp_path / "frames.extxyz", n_traj=2, n_atoms=8)
-    files = []
-    for k in range(2):
-        path = tmp_path / f"t{k}.extxyz"
-        write_frames(path, [a for a in frames if a.info["traj_id"] == f"t{k}"])
-        files.append(str(path))
-    build_shards(files, [], str(tmp_path / "shards"), 0.0, 1e9, 0.5, 0, 4, 4.0)
-    settings = json.dumps(train_settings("pretrain", model={"num_layers": 1, "num_features": 4,
-                                                            "num_basis": 4, "dtype": "float64"},
-                                         train={"max_epochs": 2, "batch_size": 4}))
-    synthpre = str(Path(sys.executable).parent / "synthpre")
-    args = ["train", "--settings", settings, "--stage", "pretrain", "--manifest",
-            str(tmp_path / "shards" / "manifest.json")]
+    synthpre, *args = tiny_pretraining_command(tmp_path)
     subprocess.run([synthpre, *args, "--out", str(tmp_path / "one" / "model.pt")], check=True,
                    capture_output=True, timeout=300)
     torchrun = str(Path(sys.executable).parent / "torchrun")

@@ -299,30 +299,13 @@ def test_srun_pretraining_across_tasks_matches_one_process(tmp_path, slurm_clust
     """What the pretrain rule runs on an allocation of several tasks or nodes: `srun synthpre
     train` starts one rank per task, synthpre joins them from SLURM's environment (gloo here)
     and ends with the weights of a one-process run; the batch step alone stays one process."""
-    import json
     import time
 
     import torch
-    from conftest import make_real_like
-    from defaults import train_settings
+    from conftest import tiny_pretraining_command
 
-    from synthpre.frames import write_frames
-    from synthpre.shard import build_shards
-
-    frames = make_real_like(tmp_path / "frames.extxyz", n_traj=2, n_atoms=8)
-    files = []
-    for k in range(2):
-        path = tmp_path / f"t{k}.extxyz"
-        write_frames(path, [a for a in frames if a.info["traj_id"] == f"t{k}"])
-        files.append(str(path))
-    build_shards(files, [], str(tmp_path / "shards"), 0.0, 1e9, 0.5, 0, 4, 4.0)
-    settings = json.dumps(train_settings("pretrain", model={"num_layers": 1, "num_features": 4,
-                                                            "num_basis": 4, "dtype": "float64"},
-                                         train={"max_epochs": 2, "batch_size": 4}))
-    synthpre = str(Path(sys.executable).parent / "synthpre")
-    args = ["train", "--settings", settings, "--stage", "pretrain", "--manifest",
-            str(tmp_path / "shards" / "manifest.json")]
-    quoted = " ".join(f"'{a}'" for a in [synthpre, *args])
+    command = tiny_pretraining_command(tmp_path)
+    quoted = " ".join(f"'{a}'" for a in command)
     script = tmp_path / "job.sh"
     script.write_text(f"#!/bin/bash\nexport OMP_NUM_THREADS=1\n"
                       f"{quoted} --out '{tmp_path}/one/model.pt'\n"         # batch step: 1 rank
