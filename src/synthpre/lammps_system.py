@@ -36,8 +36,8 @@ class LammpsSystem:
         self.elements = elements or sorted(set(atoms.get_chemical_symbols()))
         self.prism = Prism(np.array(atoms.cell), pbc=atoms.pbc)
         self.natoms = len(atoms)
-        self.symbols_in = atoms.get_chemical_symbols()
-        self.cell_in, self.pbc_in = np.array(atoms.cell), atoms.pbc.copy()
+        self.symbols = atoms.get_chemical_symbols()
+        self.cell, self.pbc = np.array(atoms.cell), atoms.pbc.copy()
         self.lmp = new_lammps(*lammps_args)
         xhi, yhi, zhi, xy, xz, yz = (repr(float(v)) for v in self.prism.get_lammps_prism())
         bounds = " ".join("p" if p else "f" for p in atoms.pbc)
@@ -60,9 +60,6 @@ class LammpsSystem:
             self._attach_calculator(teacher)
         lmp.commands_list(["neighbor 2.0 bin", "neigh_modify every 1 delay 0 check yes",
                            "thermo_style custom step temp pe", "thermo_modify lost ignore norm no"])
-        self.symbols = atoms.get_chemical_symbols()
-        self.cell = np.array(atoms.cell)
-        self.pbc = atoms.pbc.copy()
 
     def _attach_calculator(self, teacher: Teacher) -> None:
         nprocs = int(self.lmp.extract_setting("world_size"))
@@ -71,7 +68,7 @@ class LammpsSystem:
             raise ValueError(f"ASE teacher '{teacher.name}' runs on one MPI rank only "
                              f"(this run has {nprocs}); run it without mpiexec or with -n 1")
         self.calculator = teacher.make_calculator()
-        self._calc_atoms = Atoms(self.symbols_in, cell=self.cell_in, pbc=self.pbc_in)
+        self._calc_atoms = Atoms(self.symbols, cell=self.cell, pbc=self.pbc)
         self._calc_atoms.calc = self.calculator
         self.lmp.commands_list(["fix synthpre_ext all external pf/callback 1 1",
                                 "fix_modify synthpre_ext energy yes"])
