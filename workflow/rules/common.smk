@@ -41,9 +41,9 @@ def pretrained_families():
 
 
 def curve_points():
-    """Every learning-curve point: fine-tuned from each pre-trained model, and scratch, for
-    each n and seed."""
+    """Every learning-curve point: each pre-trained model fine-tuned in each mode of
+    finetune.modes (finetune, replay, frozen), and scratch, for each n and seed."""
     points = [f"scratch/n{n}/s{s}" for n in FT["n_train"] for s in FT["seeds"]]
-    points += [f"finetune/{pre}/n{n}/s{s}" for pre in pretrained_families()
-               for n in FT["n_train"] for s in FT["seeds"]]
+    points += [f"{mode}/{pre}/n{n}/s{s}" for mode in FT["modes"]
+               for pre in pretrained_families() for n in FT["n_train"] for s in FT["seeds"]]
     return points

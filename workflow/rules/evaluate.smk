@@ -2,23 +2,44 @@
 # tables and figures of the Snakemake report.
 
 wildcard_constraints:
-    point=r"(scratch|finetune/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+",
+    point=r"(scratch|(finetune|replay|frozen)/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+",
+
+
+def forgetting_inputs(w):
+    """A fine-tuned point is also measured on its labeller's synthetic validation set, beside
+    the pre-trained model it started from; scratch has no synthetic data of its own."""
+    mode, rest = w.point.split("/", 1)
+    if mode == "scratch":
+        return {}
+    pre = rest.rsplit("/n", 1)[0]
+    return {"init": RESULTS + f"/pretrain/{pre}/model.pt",
+            "synthetic_val": RESULTS + f"/shards/{pre.split('/')[0]}/manifest.json"}
+
+
+def forgetting_args(w, input):
+    if "init" not in input.keys():
+        return ""
+    return (f"--init {shlex.quote(input.init)} "
+            f"--synthetic-val {shlex.quote(input.synthetic_val)}")
 
 
 rule evaluate:
     input:
+        unpack(forgetting_inputs),
         model=RESULTS + "/{point}/model.pt",
         test=RESULTS + "/real/test.h5",
         val=RESULTS + "/real/val.h5",
     output:
         metrics=RESULTS + "/{point}/metrics.json",
         parity=RESULTS + "/{point}/parity.npz",
+    params:
+        forgetting=forgetting_args,
     log:
         RESULTS + "/logs/evaluate/{point}.log",
     shell:
         "synthpre evaluate --model {input.model:q} --test {input.test:q} --val {input.val:q} "
-        "--point {wildcards.point} --out {output.metrics:q} --parity {output.parity:q} "
-        "> {log:q} 2>&1"
+        "--point {wildcards.point} {params.forgetting} --out {output.metrics:q} "
+        "--parity {output.parity:q} > {log:q} 2>&1"
 
 
 rule aggregate:

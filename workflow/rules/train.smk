@@ -1,6 +1,8 @@
 # Training: pre-train on each labeller's shards, then for each n and seed fine-tune the
-# pre-trained model and, as the baseline, train the same model from scratch. Each job gets
+# pre-trained model (in each mode of finetune.modes) and, as the baseline, train the same
+# model from scratch. Each job gets
 # only its own recipe (synthpre.job_settings.train), never the lists of sizes and seeds.
+import shlex
 
 
 def data_parallel(resources):
@@ -49,14 +51,47 @@ rule finetune:
     params:
         settings=lambda w: settings("train", "finetune"),
         real_dir=RESULTS + "/real",
+        extra="",
     log:
         RESULTS + "/logs/finetune/{pre}/n{n}/s{seed}.log",
     benchmark:
         RESULTS + "/benchmarks/finetune/{pre}/n{n}/s{seed}.tsv",
     shell:
-        "synthpre train --settings {params.settings:q} --stage finetune "
+        "synthpre train --settings {params.settings:q} --stage {rule} "
         "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
-        "--init {input.init:q} --out {output.model:q} > {log:q} 2>&1"
+        "--init {input.init:q} {params.extra} --out {output.model:q} > {log:q} 2>&1"
+
+
+# The other fine-tuning modes (finetune.modes): the same job, its own recipe and curve.
+# Replay mixes in the synthetic frames the model was pre-trained on (its labeller's shards).
+use rule finetune as replay with:
+    input:
+        init=RESULTS + "/pretrain/{pre}/model.pt",
+        manifest=lambda w: RESULTS + f"/shards/{w.pre.split('/')[0]}/manifest.json",
+        **REAL_DATA,
+    output:
+        model=RESULTS + "/replay/{pre}/n{n}/s{seed}/model.pt",
+    params:
+        settings=lambda w: settings("train", "replay"),
+        real_dir=RESULTS + "/real",
+        extra=lambda w, input: f"--manifest {shlex.quote(input.manifest)}",
+    log:
+        RESULTS + "/logs/replay/{pre}/n{n}/s{seed}.log",
+    benchmark:
+        RESULTS + "/benchmarks/replay/{pre}/n{n}/s{seed}.tsv",
+
+
+use rule finetune as frozen with:
+    output:
+        model=RESULTS + "/frozen/{pre}/n{n}/s{seed}/model.pt",
+    params:
+        settings=lambda w: settings("train", "frozen"),
+        real_dir=RESULTS + "/real",
+        extra="",
+    log:
+        RESULTS + "/logs/frozen/{pre}/n{n}/s{seed}.log",
+    benchmark:
+        RESULTS + "/benchmarks/frozen/{pre}/n{n}/s{seed}.tsv",
 
 
 rule scratch:
