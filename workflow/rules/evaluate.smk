@@ -57,6 +57,8 @@ rule aggregate:
                    caption="../report/learning_curve.rst"),
         sizes=report(RESULTS + "/curves/synthetic_size.png", category="Learning curves",
                      caption="../report/synthetic_size.rst"),
+        forgetting=report(RESULTS + "/curves/forgetting.png", category="Learning curves",
+                          caption="../report/forgetting.rst"),
         parity=report(RESULTS + "/curves/parity.png", category="Parity",
                       caption="../report/parity.rst"),
         datasets=report(RESULTS + "/curves/datasets.csv", category="Data sets",
