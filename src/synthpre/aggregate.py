@@ -124,15 +124,19 @@ def plot_size_sweep(table: pd.DataFrame, png: Path) -> None:
     """The heat map of ``size_grid``, one panel per fine-tuning mode and labeller."""
     panels = sorted({(m, lab) for m, lab in zip(table["mode"], table["labeller"])
                      if m != "scratch"})
+    grids = [size_grid(table, mode, labeller) for mode, labeller in panels]
+    low = min(float(np.nanmin(g.to_numpy())) for g in grids)  # one colour scale: panels compare
+    high = max(float(np.nanmax(g.to_numpy())) for g in grids)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4),
                              squeeze=False, constrained_layout=True)
-    for ax, (mode, labeller) in zip(axes[0], panels):
-        grid = size_grid(table, mode, labeller)
-        image = ax.imshow(grid.to_numpy(), origin="lower", cmap="viridis_r", aspect="auto")
+    for ax, (mode, labeller), grid in zip(axes[0], panels, grids):
+        image = ax.imshow(grid.to_numpy(), origin="lower", cmap="viridis_r", aspect="auto",
+                          vmin=low, vmax=high)
         ax.set_xticks(range(grid.shape[1]), grid.columns)
         ax.set_yticks(range(grid.shape[0]), grid.index)
         for (i, j), value in np.ndenumerate(grid.to_numpy()):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=8)
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="k" if value < (low + high) / 2 else "w")
         ax.set(xlabel="real training structures n", ylabel="synthetic structures")
         ax.set_title(f"test force RMSE (eV/Å), {MODE_NAMES[mode]}, {labeller}", fontsize=9)
         fig.colorbar(image, ax=ax)
