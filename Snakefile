@@ -12,8 +12,16 @@ configfile: os.path.join(workflow.basedir, "config.yaml")  # found from any dire
 
 validate(config, "workflow/schemas/config.schema.yaml")
 
-# Rules call the `synthpre` CLI of the Python that runs Snakemake (a venv need not be active).
-os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# Rules call the `synthpre` CLI of the Python that runs Snakemake (a venv need not be active),
+# and every job imports this workflow's own src/, also in the per-rule conda environments
+# (`--sdm conda`, envs/*.yaml, whose post-deploy scripts add a `synthpre` launcher).
+os.environ["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [os.path.join(workflow.basedir, "src")] + os.environ.get("PYTHONPATH", "").split(os.pathsep))
+
+envvars:
+    "PATH",
+    "PYTHONPATH",
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/synthetic.smk"
@@ -27,8 +35,8 @@ report: "workflow/report/workflow.rst"
 
 rule all:
     input:
-        expand(RESULTS + "/curves/{name}", name=["learning_curve.csv", "learning_curve.png",
+        expand(f"{RESULTS}/curves/{{name}}", name=["learning_curve.csv", "learning_curve.png",
                "learning_curve.svg", "synthetic_size.png", "forgetting.png", "parity.png",
                "datasets.csv",
                "wall_times.csv"]),
-        expand(RESULTS + "/curves/stability.{ext}", ext=["csv", "png", "svg"]),
+        expand(f"{RESULTS}/curves/stability.{{ext}}", ext=["csv", "png", "svg"]),

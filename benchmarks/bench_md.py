@@ -27,7 +27,6 @@ import ase.io
 
 from synthpre.cells import random_cell
 from synthpre.frames import write_frames
-from synthpre.lammps_runtime import potentials_dir
 from synthpre.md import Protocol, _kelvin, run_trajectory
 from synthpre.teachers import get_teacher
 
@@ -40,6 +39,7 @@ def protocol(total_steps: int, dump_every: int) -> Protocol:
     ps = total_steps / 1000.0
     return Protocol.from_config({
         "timestep_fs": 1.0, "tdamp_fs": 100.0, "dump_every_ps": dump_every / 1000.0,
+        "max_temperature_factor": 3.0, "keep_frames_on_failure": True,
         "stages": [{"name": "melt", "T_start": 5000, "T_end": 5000, "duration_ps": ps / 2},
                    {"name": "anneal", "T_start": "anneal", "T_end": "anneal",
                     "duration_ps": ps / 2}]})
@@ -93,7 +93,7 @@ def run_lmp(teacher, atoms, proto, anneal_t, seed, workdir: Path) -> tuple[float
 
 def run_driver(teacher, atoms_n, density, proto, anneal_t, seed, workdir: Path):
     cpu0 = time.process_time()
-    result = run_trajectory(teacher, {"C": atoms_n}, density, anneal_t, proto, seed, "bench")
+    result = run_trajectory(teacher, {"C": atoms_n}, density, anneal_t, proto, seed, "bench", min_distance=1.0)
     start = time.perf_counter()
     write_frames(workdir / "frames.extxyz", result.frames)
     wall = result.wall_s + time.perf_counter() - start

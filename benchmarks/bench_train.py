@@ -209,7 +209,6 @@ def run_nequip(args) -> dict:
 
 def average_neighbours(paths, r_max) -> float:
     from vesin import NeighborList
-    import numpy as np
     train, _ = load_frames(paths)
     n_edges = n_atoms = 0
     for a, _, _ in train:

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from defaults import protocol
 
 from synthpre.frames import write_frames
 from synthpre.label import label_frames
-from synthpre.md import Protocol, run_trajectory
+from synthpre.md import run_trajectory
 from synthpre.teachers import get_teacher
 
 QUICK_PROTOCOL = {
@@ -22,7 +23,7 @@ def make_real_like(path, n_traj=4, n_atoms=16, teacher="lcbop"):
     lcbop = get_teacher(teacher)
     for k in range(n_traj):
         result = run_trajectory(lcbop, {"C": n_atoms}, 2.0 + 0.3 * k, 3000,
-                                Protocol.from_config(QUICK_PROTOCOL), seed=k, traj_id=f"t{k}")
+                                protocol(**QUICK_PROTOCOL), seed=k, traj_id=f"t{k}", min_distance=1.0)
         for frame in result.frames[2:]:
             frame.info["config_type"] = "bulk_amo" if k % 2 else "liquid"
             frames.append(frame)

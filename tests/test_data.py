@@ -5,18 +5,17 @@ import json
 
 import numpy as np
 import pytest
+from conftest import QUICK_PROTOCOL
+from defaults import protocol
 
-from synthpre.frames import read_frames, write_frames
+from synthpre.frames import read_frames, to_record, write_frames
 from synthpre.label import label_frames
 from synthpre.lammps_system import isolated_atom_energy, single_point
-from synthpre.md import Protocol, run_trajectory
+from synthpre.md import run_trajectory
 from synthpre.real_data import ingest, training_subset
-from synthpre.frames import to_record
 from synthpre.shard import build_shards, shard_paths
 from synthpre.shard_files import read_shard, sha256, write_shard
 from synthpre.teachers import get_teacher
-
-from conftest import QUICK_PROTOCOL
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +23,7 @@ def md_frames():
     frames = []
     for k in range(3):
         result = run_trajectory(get_teacher("tersoff"), {"C": 16}, 2.4, 3000,
-                                Protocol.from_config(QUICK_PROTOCOL), seed=k, traj_id=f"t{k}")
+                                protocol(**QUICK_PROTOCOL), seed=k, traj_id=f"t{k}", min_distance=1.0)
         frames += result.frames
     return frames
 
@@ -197,3 +196,20 @@ def test_pretraining_subsets_are_nested_and_keep_trajectories_whole(md_frames, t
     assert len({t for *_, t in small}) == 1
     with pytest.raises(ValueError, match="config field 'pretrain.sizes' asks for 999"):
         pretraining_subset(paths, 999, 0)
+
+
+def test_neighbour_counts_match_the_graphs_for_a_slab():
+    """Mean neighbours (the model's message normalisation) counts the graphs' own edges: a
+    slab periodic in x and y only has fewer than the same cell periodic in all three."""
+    from ase.build import diamond111
+
+    from synthpre.graph import build_graph
+    from synthpre.stats import neighbour_count
+
+    slab = diamond111("C", size=(2, 2, 3), vacuum=0.0)  # no vacuum: z images would bond
+    record = {"numbers": slab.numbers, "positions": slab.positions, "cell": slab.cell[:],
+              "pbc": np.array([True, True, False])}
+    edges = build_graph(record, ["C"], 2.0).edge_index.shape[1]
+    assert neighbour_count(record, 2.0) == edges
+    bulk_like = neighbour_count({**record, "pbc": np.array([True, True, True])}, 2.0)
+    assert edges < bulk_like

@@ -7,10 +7,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from defaults import train_config, train_settings
+from test_trainer import carbon_records, tiny_model
 
 from synthpre.graph import build_graph
-from synthpre.trainer import TrainConfig, gradient_step, train
-from test_trainer import carbon_records, tiny_model
+from synthpre.trainer import gradient_step, train
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -53,7 +54,7 @@ def _gradients():
 
 def _fit(out):
     train_recs, val_recs = carbon_records(5, 12), carbon_records(2, 13)
-    cfg = TrainConfig(max_epochs=2, batch_size=3, val_batch_size=2, lr=5e-3)
+    cfg = train_config(max_epochs=2, batch_size=3, val_batch_size=2, lr=5e-3)
     train(tiny_model(train_recs, "float64"), train_recs, val_recs, cfg, out)
 
 
@@ -91,6 +92,7 @@ def test_torchrun_cli_pretraining_matches_one_process(tmp_path):
     from pathlib import Path
 
     from conftest import make_real_like
+
     from synthpre.frames import write_frames
     from synthpre.shard import build_shards
 
@@ -101,9 +103,9 @@ def test_torchrun_cli_pretraining_matches_one_process(tmp_path):
         write_frames(path, [a for a in frames if a.info["traj_id"] == f"t{k}"])
         files.append(str(path))
     build_shards(files, [], str(tmp_path / "shards"), 0.0, 1e9, 0.5, 0, 4, 4.0)
-    settings = json.dumps({"elements": ["C"], "model": {"num_layers": 1, "num_features": 4,
-                                                         "num_basis": 4, "dtype": "float64"},
-                           "train": {"max_epochs": 2, "batch_size": 4}})
+    settings = json.dumps(train_settings("pretrain", model={"num_layers": 1, "num_features": 4,
+                                                            "num_basis": 4, "dtype": "float64"},
+                                         train={"max_epochs": 2, "batch_size": 4}))
     synthpre = str(Path(sys.executable).parent / "synthpre")
     args = ["train", "--settings", settings, "--stage", "pretrain", "--manifest",
             str(tmp_path / "shards" / "manifest.json")]

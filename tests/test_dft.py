@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from ase import Atoms
 from ase.build import bulk
+from defaults import MINIMAL, dft_settings
+from synthpre.config import complete
 
 from synthpre import dft
 from synthpre.dft import DFTSettings, label_with_gpaw
@@ -31,15 +33,19 @@ def tiny_frames() -> list[Atoms]:
 
 
 def test_settings_defaults_are_the_demo_contract():
-    s = DFTSettings.from_config({})
+    """The schema holds the DFT defaults; the settings object takes them strictly."""
+    s = dft_settings()
     assert (s.ecut_eV, s.xc, s.kpts, s.smearing_eV, s.spinpol) == (500.0, "LDA", (1, 1, 1), 0.1,
                                                                   False)
-    assert DFTSettings.from_config({"kpts": [2, 2, 2]}).kpts == (2, 2, 2)
-    assert DFTSettings.from_config({"ecut_eV": 400}).key() != s.key()
-    with pytest.raises(ValueError, match="unknown DFT settings"):
-        DFTSettings.from_config({"cutoff": 500})
-    with pytest.raises(ValueError, match="energy"):
-        DFTSettings.from_config({"energy": "total"})
+    assert dft_settings(kpts=[2, 2, 2]).kpts == (2, 2, 2)
+    assert dft_settings(ecut_eV=400).key() != s.key()
+    with pytest.raises(ValueError, match="'dft.settings.cutoff' is unknown"):
+        dft_settings(cutoff=500)
+    with pytest.raises(ValueError, match="'dft.settings.maxiter' is missing"):
+        DFTSettings.from_config({k: v for k, v in dft_settings().to_dict().items()
+                                 if k != "maxiter"})
+    with pytest.raises(Exception, match="total"):  # the schema refuses it before any job
+        complete({**MINIMAL, "dft": {"settings": {"energy": "total"}}})
 
 
 def test_bad_input_names_file_and_structure(tmp_path):
@@ -48,9 +54,9 @@ def test_bad_input_names_file_and_structure(tmp_path):
     bad = tmp_path / "bad.extxyz"
     write_frames(bad, frames)
     with pytest.raises(ValueError, match=r"bad\.extxyz: structure 1: .*periodic"):
-        label_with_gpaw(bad, tmp_path / "out.extxyz", DFTSettings(), tmp_path / "cache", log=None)
+        label_with_gpaw(bad, tmp_path / "out.extxyz", dft_settings(), tmp_path / "cache", log=None)
     with pytest.raises(FileNotFoundError, match="missing.extxyz"):
-        label_with_gpaw(tmp_path / "missing.extxyz", tmp_path / "out.extxyz", DFTSettings(),
+        label_with_gpaw(tmp_path / "missing.extxyz", tmp_path / "out.extxyz", dft_settings(),
                         tmp_path / "cache", log=None)
     assert not (tmp_path / "out.extxyz").exists()
 
@@ -69,23 +75,23 @@ def test_failed_structure_is_skipped_and_remembered(tmp_path, monkeypatch):
     src, out, cache = tmp_path / "in.extxyz", tmp_path / "out.extxyz", tmp_path / "cache"
     write_frames(src, tiny_frames())  # structure 1 is the failing one
     with pytest.raises(RuntimeError, match=r"in\.extxyz: structure 1: GPAW failed: .*converge"):
-        label_with_gpaw(src, out, DFTSettings(), cache, log=None)
+        label_with_gpaw(src, out, dft_settings(), cache, log=None)
     assert not out.exists()
-    summary = label_with_gpaw(src, out, DFTSettings(), tmp_path / "cache2", on_error="skip",
+    summary = label_with_gpaw(src, out, dft_settings(), tmp_path / "cache2", on_error="skip",
                               log=None)
     assert [f["index"] for f in summary["failed"]] == [1]
     frames = read_frames(out)
     assert [a.info["traj_id"] for a in frames] == ["t0"]
     assert frames[0].info["energy"] == pytest.approx(-2.0 - 2 * -1.0)
     n_calls = len(calls)
-    summary = label_with_gpaw(src, out, DFTSettings(), tmp_path / "cache2", on_error="skip",
+    summary = label_with_gpaw(src, out, dft_settings(), tmp_path / "cache2", on_error="skip",
                               log=None)
     assert len(calls) == n_calls and summary["n_computed"] == 0  # the failure is remembered
 
 
 @needs_gpaw
 def test_label_matches_direct_gpaw_and_resumes(tmp_path, monkeypatch):
-    settings = DFTSettings.from_config(FAST)
+    settings = dft_settings(**FAST)
     src, out, cache = tmp_path / "in.extxyz", tmp_path / "out.extxyz", tmp_path / "cache"
     write_frames(src, tiny_frames())
 

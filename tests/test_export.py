@@ -10,14 +10,14 @@ import torch
 from ase import Atoms
 from ase.build import bulk
 from ase.io import read, write
+from defaults import model_config
+from random_atoms import random_cell
 
 from synthpre.calculator import SynthpreCalculator
 from synthpre.cli import main
 from synthpre.graph import collate
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
-
-from random_atoms import random_cell
 
 torch.set_num_threads(1)
 
@@ -76,8 +76,8 @@ def carbon_cells() -> list[Atoms]:
 def make_model(path, species: list[str], dtype: str, seed: int = 0):
     """A small model whose energies and forces are eV-sized (scale and shift moved)."""
     torch.manual_seed(seed)
-    model = NequIP.from_config({"species": species, "r_max": 3.5, "num_layers": 2,
-                                "num_features": 8, "l_max": 1, "dtype": dtype})
+    model = NequIP.from_config(model_config(**{"species": species, "r_max": 3.5, "num_layers": 2,
+                                "num_features": 8, "l_max": 1, "dtype": dtype}))
     with torch.no_grad():
         model.scale.fill_(5.0)
         model.shift.uniform_(-1.0, 1.0)

@@ -3,15 +3,17 @@ structures with their loss weight and energy reference; frozen weights stay exac
 pre-trained while the rest trains; each mode's settings reach only its own jobs."""
 from __future__ import annotations
 
-import numpy as np
+import copy
+
 import pytest
 import torch
+from defaults import DEFAULTS, train_config
 
 from synthpre import job_settings
 from synthpre.freeze import freeze
 from synthpre.graph import build_graph
 from synthpre.replay import Replay, shift_energies
-from synthpre.trainer import TrainConfig, gradient_step, loss_fn, train
+from synthpre.trainer import gradient_step, loss_fn, train
 
 from test_trainer import carbon_records, tiny_model
 
@@ -71,7 +73,7 @@ def test_frozen_layers_keep_their_weights_while_the_others_train(tmp_path):
     names = freeze(model, 1)
     assert names == ["embedding.weight", "bessel.weights"] + \
         [n for n, _ in model.named_parameters() if n.startswith("layers.0.")]
-    train(model, records, val, TrainConfig(max_epochs=4, batch_size=2, lr=1e-2), tmp_path)
+    train(model, records, val, train_config(max_epochs=4, batch_size=2, lr=1e-2), tmp_path)
     after = model.state_dict()  # the best EMA weights
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
     for name in before:
@@ -90,17 +92,15 @@ def test_freezing_all_leaves_the_readout_and_too_many_layers_is_named():
 
 
 def test_each_mode_reads_only_its_own_settings():
-    config = {"elements": ["C"], "model": {"num_layers": 2}, "train": {"lr": 0.01},
-              "pretrain": {}, "finetune": {"fit_shift": True, "modes": ["finetune"],
-                                           "replay": {"fraction": 0.5, "weight": 0.3},
-                                           "freeze_layers": 1}}
-    changed = {**config, "finetune": {**config["finetune"], "replay": {"fraction": 0.5,
-                                                                       "weight": 0.9},
-                                      "freeze_layers": 2, "modes": ["replay", "frozen"]}}
+    config = copy.deepcopy(DEFAULTS)  # the schema's defaults: replay 0.5/0.3, freeze_layers 1
+    changed = copy.deepcopy(config)
+    changed["finetune"].update(replay={"fraction": 0.5, "weight": 0.9}, freeze_layers=2,
+                               modes=["replay", "frozen"])
     for stage in ("finetune", "scratch", "pretrain"):
         assert job_settings.train(config, stage) == job_settings.train(changed, stage)
+    assert job_settings.train(config, "replay")["replay"] == {"fraction": 0.5, "weight": 0.3}
     assert job_settings.train(changed, "replay")["replay"]["weight"] == 0.9
     assert "freeze_layers" not in job_settings.train(changed, "replay")
+    assert job_settings.train(config, "frozen")["freeze_layers"] == 1
     assert job_settings.train(changed, "frozen")["freeze_layers"] == 2
     assert "replay" not in job_settings.train(changed, "frozen")
-    assert np.isclose(job_settings.train(config, "replay")["train"]["lr"], 0.01)

@@ -13,20 +13,25 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import QUICK_PROTOCOL
+from defaults import model_config, protocol
 
 from synthpre.cells import cell_composition, random_cell
 from synthpre.config_check import ConfigError, check_config
-from synthpre.foundation import (CHGNET_0_3_ELEMENTS, SEVENNET_0_ELEMENTS, chgnet, label_batch,
-                                 sevennet)
+from synthpre.foundation import (
+    CHGNET_0_3_ELEMENTS,
+    SEVENNET_0_ELEMENTS,
+    chgnet,
+    label_batch,
+    sevennet,
+)
 from synthpre.frames import read_frames, write_frames
 from synthpre.label import label_frames
 from synthpre.lammps_system import LammpsSystem, isolated_atom_energy
-from synthpre.md import Protocol, run_trajectory
+from synthpre.md import run_trajectory
 from synthpre.real_data import fit_e0, ingest
 from synthpre.shard import build_shards
 from synthpre.teachers import get_teacher
-
-from conftest import QUICK_PROTOCOL
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -88,10 +93,10 @@ def test_md_steps_conserve_energy_through_fix_external(lisi):
 
 
 def test_md_trajectory_with_two_species_runs():
-    protocol = Protocol.from_config({"dump_every_ps": 0.005, "stages": [
+    proto = protocol(**{"dump_every_ps": 0.005, "stages": [
         {"name": "anneal", "T_start": 1000, "T_end": 1000, "duration_ps": 0.01}]})
     result = run_trajectory(get_teacher("chgnet-0.3"), {"Li": 6, "Si": 6}, 1.5, 1000,
-                            protocol, seed=1, traj_id="lisi", min_distance=1.6)
+                            proto, seed=1, traj_id="lisi", min_distance=1.6)
     assert result.failure is None and len(result.frames) == 2
     assert sorted(result.frames[-1].get_chemical_symbols()) == ["Li"] * 6 + ["Si"] * 6
 
@@ -173,7 +178,7 @@ def sic_frames():
     frames = []
     for k, (n_c, n_si) in enumerate([(4, 12), (8, 8), (12, 4)]):
         result = run_trajectory(get_teacher("tersoff"), {"C": n_c, "Si": n_si}, 2.6, 3000,
-                                Protocol.from_config(QUICK_PROTOCOL), seed=k, traj_id=f"t{k}")
+                                protocol(**QUICK_PROTOCOL), seed=k, traj_id=f"t{k}", min_distance=1.0)
         assert result.failure is None
         frames += result.frames[-4:]
     return frames
@@ -217,13 +222,13 @@ def test_fit_e0_refuses_a_single_composition(sic_frames):
 def test_fit_shift_per_species(compositions):
     """Fine-tuning's shift re-fit: two compositions separate the species' shifts exactly;
     one composition moves both species by the same per-atom amount."""
-    from synthpre.model import NequIP
     from synthpre.frames import to_record
+    from synthpre.model import NequIP
     from synthpre.train import fit_shift, predict
 
     torch.manual_seed(0)
-    model = NequIP.from_config({"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 1,
-                                "num_features": 4, "l_max": 1, "dtype": "float64"})
+    model = NequIP.from_config(model_config(**{"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 1,
+                                "num_features": 4, "l_max": 1, "dtype": "float64"}))
     true = {"Li": -1.5, "Si": -4.0}
     records = []
     for k, (n_li, n_si) in enumerate(compositions * 2):
@@ -282,13 +287,14 @@ def test_md_command_builds_the_composition_from_the_config(tmp_path):
 
     from synthpre import job_settings
     from synthpre.cli import main
+    from synthpre.config import complete
 
     config = load_config(teacher="tersoff", labellers=["tersoff"], n_atoms=12,
                          composition={"C": 1, "Si": 2})
     config["elements"] = ["C", "Si"]
     config["synthetic"]["protocol"] = {"dump_every_ps": 0.01, "stages": [
         {"name": "anneal", "T_start": 2000, "T_end": 2000, "duration_ps": 0.02}]}
-    settings = job_settings.md(config, "tersoff")
+    settings = job_settings.md(complete(config), "tersoff")  # as Snakemake validates it
     assert settings["composition"] == {"C": 1, "Si": 2}
     frames = tmp_path / "frames.extxyz"
     assert main(["md", "--settings", json.dumps(settings), "--teacher", "tersoff",
@@ -303,13 +309,13 @@ def test_model_tells_species_apart_and_ignores_atom_order(lisi):
     """Two species in the student model: permuting atoms (with their species) changes
     nothing, swapping which atoms are Li and which Si changes the energy and forces.
     (Rotation and forces = -dE/dr with two species: tests/test_model.py, C and O.)"""
+    from synthpre.frames import to_record
     from synthpre.graph import collate
     from synthpre.model import NequIP
-    from synthpre.frames import to_record
 
     torch.manual_seed(0)
-    model = NequIP.from_config({"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 2,
-                                "num_features": 8, "l_max": 1, "dtype": "float64"}).eval()
+    model = NequIP.from_config(model_config(**{"species": ["Li", "Si"], "r_max": 4.0, "num_layers": 2,
+                                "num_features": 8, "l_max": 1, "dtype": "float64"})).eval()
 
     def run(atoms):
         atoms = atoms.copy()

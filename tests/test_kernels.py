@@ -7,11 +7,11 @@ energies, forces, stress and the parameter gradients of a force loss must agree.
 import numpy as np
 import pytest
 import torch
+from defaults import model_config
+from random_atoms import random_cell
 
 from synthpre.graph import collate
 from synthpre.model import NequIP, _EdgeConv
-
-from random_atoms import random_cell
 
 torch.set_num_threads(1)
 
@@ -29,12 +29,12 @@ def structure(seed: int, symbols: list[str], periodic: bool = True, n: int = 10)
 def pair(config: dict, seed: int = 0) -> tuple[NequIP, NequIP]:
     """The same weights (trained-looking: Bessel frequencies and shifts moved) in both kernels."""
     torch.manual_seed(seed)
-    fast = NequIP.from_config({**config, "kernel": "fast"})
+    fast = NequIP.from_config(model_config(**{**config, "kernel": "fast"}))
     with torch.no_grad():
         fast.bessel.weights.add_(0.1 * torch.randn_like(fast.bessel.weights))
         fast.shift.normal_()
         fast.scale.uniform_(0.5, 1.5)
-    ref = NequIP.from_config({**config, "kernel": "reference"})
+    ref = NequIP.from_config(model_config(**{**config, "kernel": "reference"}))
     ref.load_state_dict(fast.state_dict())
     return fast, ref
 
@@ -102,7 +102,7 @@ def test_forces_vanish_smoothly_at_r_max(kernel):
     """A dimer: the force goes to zero at r_max at least like (r_max - r)^2 (the envelope has
     three vanishing derivatives), and is exactly zero beyond."""
     torch.manual_seed(3)
-    model = NequIP.from_config({**BASE, "species": ["C"], "l_max": 1, "kernel": kernel}).eval()
+    model = NequIP.from_config(model_config(**{**BASE, "species": ["C"], "l_max": 1, "kernel": kernel})).eval()
     r_max = BASE["r_max"]
 
     def force(r: float) -> float:
@@ -119,8 +119,8 @@ def test_forces_vanish_smoothly_at_r_max(kernel):
 def test_batch_forces_equal_single(kernel):
     species = ["C", "O"]
     torch.manual_seed(4)
-    model = NequIP.from_config({**BASE, "species": species, "l_max": 2,
-                                "kernel": kernel}).eval()
+    model = NequIP.from_config(model_config(**{**BASE, "species": species, "l_max": 2,
+                                "kernel": kernel})).eval()
     records = [structure(5, species), structure(6, species, n=12),
                structure(7, species, periodic=False, n=5)]
     together = model(collate(records, species, BASE["r_max"], torch.float64),
@@ -139,7 +139,7 @@ def test_batch_forces_equal_single(kernel):
 
 def test_unknown_kernel_is_refused():
     with pytest.raises(ValueError, match="kernel 'cuda'"):
-        NequIP.from_config({**BASE, "species": ["C"], "kernel": "cuda"})
+        NequIP.from_config(model_config(**{**BASE, "species": ["C"], "kernel": "cuda"}))
 
 
 def test_model_files_carry_the_kernel_and_old_files_load_as_fast(tmp_path):

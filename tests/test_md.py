@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from defaults import protocol
 
 from synthpre.cells import density_of, random_cell
 from synthpre.config_check import md_jobs, parse_job
-from synthpre.md import Protocol, run_trajectory
+from synthpre.md import run_trajectory
 from synthpre.teachers import get_teacher
 
 
@@ -25,12 +26,12 @@ def test_random_cell_refuses_impossible_density():
 
 
 def test_md_frames_density_provenance_and_temperature():
-    proto = Protocol.from_config({
+    proto = protocol(**{
         "dump_every_ps": 0.1, "tdamp_fs": 50.0,
         "stages": [{"name": "melt", "T_start": 5000, "T_end": 5000, "duration_ps": 0.5},
                    {"name": "anneal", "T_start": "anneal", "T_end": "anneal", "duration_ps": 2.0}]})
     result = run_trajectory(get_teacher("lcbop"), {"C": 64}, 2.2, 2500, proto, seed=1,
-                            traj_id="lcbop/x")
+                            traj_id="lcbop/x", min_distance=1.0)
     assert result.failure is None
     assert len(result.frames) == 25
     assert [f.info["time_ps"] for f in result.frames[:3]] == [0.1, 0.2, 0.3]
@@ -47,11 +48,11 @@ def test_md_frames_density_provenance_and_temperature():
 
 def test_blow_up_is_caught_and_recorded():
     # A 15 fs time step at 10000 K is far beyond stable integration.
-    proto = Protocol.from_config({"timestep_fs": 15.0, "dump_every_ps": 0.03,
+    proto = protocol(**{"timestep_fs": 15.0, "dump_every_ps": 0.03,
                                   "keep_frames_on_failure": False,
                                   "stages": [{"name": "melt", "T_start": 10000, "T_end": 10000,
                                               "duration_ps": 3.0}]})
-    result = run_trajectory(get_teacher("lcbop"), {"C": 32}, 3.0, 3000, proto, 0, "boom")
+    result = run_trajectory(get_teacher("lcbop"), {"C": 32}, 3.0, 3000, proto, 0, "boom", min_distance=1.0)
     assert result.failure is not None
     assert result.frames == []
     assert result.steps < 200
@@ -88,11 +89,11 @@ def test_md_and_labelling_log_progress(caplog, monkeypatch):
     from synthpre.label import label_frames
 
     monkeypatch.setattr(synthpre.progress, "INTERVAL_S", 0.0)
-    protocol = Protocol.from_config({"dump_every_ps": 0.05, "stages": [
+    proto = protocol(**{"dump_every_ps": 0.05, "stages": [
         {"name": "melt", "T_start": 3000, "T_end": 3000, "duration_ps": 0.1}]})
     with caplog.at_level("INFO"):
-        result = run_trajectory(get_teacher("tersoff"), {"C": 16}, 2.5, 3000, protocol, seed=1,
-                                traj_id="p0")
+        result = run_trajectory(get_teacher("tersoff"), {"C": 16}, 2.5, 3000, proto, seed=1,
+                                traj_id="p0", min_distance=1.0)
         label_frames(result.frames, get_teacher("lcbop"))
     assert "md p0: stage melt, 3000 -> 3000 K, 100 steps" in caplog.text
     lines = re.findall(r"md p0: (\d+)/100 steps .*t ([\d.]+) ps, T (\d+) K, E_pot (-?[\d.]+) "

@@ -4,6 +4,7 @@ import pytest
 import torch
 from ase import Atoms
 from ase.calculators.fd import calculate_numerical_stress
+from defaults import model_config
 from scipy.spatial.transform import Rotation
 
 from synthpre.calculator import SynthpreCalculator
@@ -49,7 +50,7 @@ def run(model, record, stress=False):
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    m = NequIP.from_config(TINY).eval()
+    m = NequIP.from_config(model_config(**TINY)).eval()
     with torch.no_grad():  # make the Bessel frequencies differ from their start too
         m.bessel.weights.add_(0.1 * torch.randn_like(m.bessel.weights))
     return m
@@ -75,7 +76,7 @@ def test_rotation(model, periodic, seed):
 
 def test_rotation_lmax2():
     torch.manual_seed(1)
-    m = NequIP.from_config({**TINY, "l_max": 2}).eval()
+    m = NequIP.from_config(model_config(**{**TINY, "l_max": 2})).eval()
     rec = random_structure(3, True)
     R = Rotation.random(random_state=3).as_matrix()
     ref = run(m, rec)
@@ -202,5 +203,5 @@ def test_unknown_element_is_named(model):
 
 
 def test_paper_size():
-    m = NequIP.from_config({"species": ["C"]})
+    m = NequIP.from_config(model_config(**{"species": ["C"]}))
     assert 70_000 < count_parameters(m) < 78_000

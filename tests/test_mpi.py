@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from defaults import DEFAULTS
 from synthpre.frames import read_frames
 
 MPIEXEC = Path(sys.executable).parent / "mpiexec"
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.skipif(not MPIEXEC.exists(), reason="no mpiexec next to
 SETTINGS = {
     "elements": ["C"],
     "n_atoms": 32, "seed": 0, "min_distance": 1.2, "protocol": {
-        "dump_every_ps": 0.02,
+        **DEFAULTS["synthetic"]["protocol"], "dump_every_ps": 0.02,
         "stages": [{"name": "melt", "T_start": 3000, "T_end": 3000, "duration_ps": 0.04},
                    {"name": "anneal", "T_start": "anneal", "T_end": "anneal",
                     "duration_ps": 0.06}]},

@@ -3,6 +3,7 @@ bad config stopping the run before any job starts."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 
@@ -242,11 +243,17 @@ def test_demo_sweep_plans_every_mode_and_size(tmp_path):
 
 
 def test_report_builds_with_learning_curves(tiny_run):
-    proc = snakemake(tiny_run, "--report", "report.html")
+    snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv",
                  "stability.svg", "stability.csv", "synthetic_size.png", "forgetting.png"):
         assert name in html, name
+    # the report opens on the workflow's rule graph (Snakemake draws it; no Graphviz needed)
+    spec = json.loads(re.search(r"var rulegraph_spec = (\{.*?\});\s*</script>", html,
+                                re.DOTALL).group(1))
+    rules = {node["rule"] for node in spec["data"][0]["values"]}
+    assert {"md", "label", "shard", "pretrain", "finetune", "scratch", "evaluate", "aggregate",
+            "stability", "stability_curves"} <= rules
 
 
 @pytest.mark.slow
@@ -256,7 +263,8 @@ def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
     pytest.importorskip("gpaw")
     from ase.build import bulk
 
-    from synthpre.dft import DFTSettings, compute_energy_forces, isolated_atom_energy
+    from defaults import dft_settings
+    from synthpre.dft import compute_energy_forces, isolated_atom_energy
     from synthpre.frames import write_frames
 
     frames = []
@@ -274,7 +282,7 @@ def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
     assert [b.name for b in batches] == ["batch0.extxyz", "batch1.extxyz", "batch2.extxyz"]
     labelled = [a for b in batches for a in read_frames(b)]
     assert len(labelled) == 7
-    settings = DFTSettings.from_config(dft["settings"])
+    settings = dft_settings(**dft["settings"])  # the rest from the schema, as the jobs got
     e0 = isolated_atom_energy("C", settings)
     energy, forces = compute_energy_forces(frames[4], settings)
     assert labelled[4].info["energy"] == pytest.approx(energy - 2 * e0, abs=1e-6)
@@ -283,5 +291,26 @@ def test_dft_stage_labels_batches_into_the_real_data(tmp_path):
     assert summary["n_test"] + summary["n_val"] + summary["n_pool"] == 7
     assert summary["e0"]["C"] == pytest.approx(e0)
     batches[1].unlink()
-    rerun = snakemake(tmp_path, "--cores", "1", targets=(str(batches[1].relative_to(tmp_path)),))
+    snakemake(tmp_path, "--cores", "1", targets=(str(batches[1].relative_to(tmp_path)),))
     assert "cached" in (tmp_path / "results/tiny/logs/dft/batch1.log").read_text()
+
+
+@pytest.mark.slow
+def test_long_jobs_log_where_they_are(tiny_run):
+    """Rule logs say where a job is: MD stage and progress lines (step, time, T, energy per
+    atom, atom-steps/s, ETA) and one line per training epoch (loss, val E and F, lr, time)."""
+    import re
+
+    logs = tiny_run / "results/tiny/logs"
+    md_log = next((logs / "md").rglob("*.log")).read_text()
+    assert re.search(r"stage melt, [\d.]+ -> [\d.]+ K, \d+ steps", md_log)
+    progress = re.findall(r"md \S+: (\d+)/(\d+) steps \(([\d.]+) steps/s, ETA (\d+) s\), t "
+                          r"([\d.]+) ps, T (\d+) K, E_pot (-?[\d.]+) eV/atom, (\d+) atom-steps/s",
+                          md_log)
+    assert progress and progress[-1][0] == progress[-1][1]  # the last line: all steps done
+    assert float(progress[-1][6]) < 0 and int(progress[-1][7]) > 0
+    epochs = re.findall(r"epoch (\d+), train loss ([\d.e+-]+), val E ([\d.e+-]+) eV/atom, "
+                        r"val F ([\d.e+-]+) eV/Å, lr ([\d.e+-]+), ([\d.]+) s/epoch",
+                        (logs / "scratch/n3/s1.log").read_text())
+    assert [int(e[0]) for e in epochs] == list(range(1, len(epochs) + 1)) and len(epochs) >= 2
+    assert all(float(e[3]) > 0 and float(e[4]) > 0 for e in epochs)

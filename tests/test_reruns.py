@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from defaults import train_settings
 import yaml
 
 from synthpre.shard_files import sha256
@@ -98,9 +99,9 @@ def test_new_learning_rates_retrain_from_fresh_weights_and_the_new_pretrained_mo
 
 
 def _pretrain(shards: Path, out: Path) -> subprocess.CompletedProcess:
-    settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1, "num_features": 4,
-                                             "num_basis": 4},
-                "train": {"max_epochs": 1, "batch_size": 5}}
+    settings = train_settings("pretrain", model={"num_layers": 1, "num_features": 4,
+                                                 "num_basis": 4},
+                              train={"max_epochs": 1, "batch_size": 5})
     return subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--stage",
                            "pretrain", "--manifest", str(shards / "manifest.json"), "--out",
                            str(out)], capture_output=True, text=True, timeout=300)
@@ -159,9 +160,9 @@ def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path, real_like_file
          "    print('locked', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1,
-                                                 "num_features": 4, "num_basis": 4},
-                    "train": {"max_epochs": 1, "batch_size": 2}, "fit_shift": False}
+        settings = train_settings("scratch", model={"num_layers": 1, "num_features": 4,
+                                                    "num_basis": 4},
+                                  train={"max_epochs": 1, "batch_size": 2})
         proc = subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--stage",
                                "scratch", "--real-dir", str(tmp_path / "real"), "--n", "3",
                                "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")],

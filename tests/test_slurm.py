@@ -236,10 +236,11 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
     from synthpre.real_data import ingest
 
     ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
-    settings = {"elements": ["C"], "model": {"r_max": 4.0, "num_layers": 1, "num_features": 4,
-                                             "num_basis": 4},
-                "train": {"max_epochs": 100000, "patience": 100000, "batch_size": 2},
-                "fit_shift": False}
+    from defaults import train_settings
+
+    settings = train_settings("scratch", model={"num_layers": 1, "num_features": 4,
+                                                "num_basis": 4},
+                              train={"max_epochs": 100000, "patience": 100000, "batch_size": 2})
     command = [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
                json.dumps(settings), "--stage", "scratch", "--real-dir", str(tmp_path / "real"),
                "--n", "6", "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")]
@@ -292,3 +293,53 @@ def test_unsatisfiable_profile_resource_is_named_before_submission(tmp_path, slu
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout[-3000:]
     assert "SLURM jobid" not in proc.stdout  # nothing was submitted
+
+
+def test_srun_pretraining_across_tasks_matches_one_process(tmp_path, slurm_cluster):
+    """What the pretrain rule runs on an allocation of several tasks or nodes: `srun synthpre
+    train` starts one rank per task, synthpre joins them from SLURM's environment (gloo here)
+    and ends with the weights of a one-process run; the batch step alone stays one process."""
+    import json
+    import time
+
+    import torch
+    from conftest import make_real_like
+    from defaults import train_settings
+
+    from synthpre.frames import write_frames
+    from synthpre.shard import build_shards
+
+    frames = make_real_like(tmp_path / "frames.extxyz", n_traj=2, n_atoms=8)
+    files = []
+    for k in range(2):
+        path = tmp_path / f"t{k}.extxyz"
+        write_frames(path, [a for a in frames if a.info["traj_id"] == f"t{k}"])
+        files.append(str(path))
+    build_shards(files, [], str(tmp_path / "shards"), 0.0, 1e9, 0.5, 0, 4, 4.0)
+    settings = json.dumps(train_settings("pretrain", model={"num_layers": 1, "num_features": 4,
+                                                            "num_basis": 4, "dtype": "float64"},
+                                         train={"max_epochs": 2, "batch_size": 4}))
+    synthpre = str(Path(sys.executable).parent / "synthpre")
+    args = ["train", "--settings", settings, "--stage", "pretrain", "--manifest",
+            str(tmp_path / "shards" / "manifest.json")]
+    quoted = " ".join(f"'{a}'" for a in [synthpre, *args])
+    script = tmp_path / "job.sh"
+    script.write_text(f"#!/bin/bash\nexport OMP_NUM_THREADS=1\n"
+                      f"{quoted} --out '{tmp_path}/one/model.pt'\n"         # batch step: 1 rank
+                      f"srun {quoted} --out '{tmp_path}/two/model.pt'\n")  # 2 ranks
+    script.chmod(0o755)
+    submitted = subprocess.run(["sbatch", "--parsable", "-p", "cpu", "--ntasks=2",
+                                "--cpus-per-task=1", "-o", str(tmp_path / "slurm.out"),
+                                str(script)], capture_output=True, text=True, check=True)
+    jobid = submitted.stdout.strip().split(";")[0]
+    deadline = time.time() + 300
+    while scontrol_job(jobid)["JobState"] in ("PENDING", "RUNNING", "COMPLETING"):
+        assert time.time() < deadline, (tmp_path / "slurm.out").read_text()[-3000:]
+        time.sleep(3)
+    log = (tmp_path / "slurm.out").read_text()
+    assert scontrol_job(jobid)["JobState"] == "COMPLETED", log[-3000:]
+    assert "[rank 1]" in log and "[rank 0]" in log  # both ranks of the srun step spoke
+    one, two = (torch.load(tmp_path / d / "model.pt", weights_only=True)["state_dict"]
+                for d in ("one", "two"))
+    for key in one:
+        torch.testing.assert_close(one[key], two[key], rtol=1e-9, atol=1e-12)

@@ -11,15 +11,22 @@ import pytest
 from ase import Atoms
 from ase.build import bulk
 from ase.lattice.hexagonal import Graphite
+from defaults import model_config, protocol
 
 from synthpre.frames import read_frames, write_frames
-from synthpre.md import Protocol, run_trajectory
+from synthpre.md import run_trajectory
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
-from synthpre.stability_md import (FailureCriteria, StabilityProtocol, StabilitySettings, detect,
-                                pooled_relabel, relabel, run_md)
-from synthpre.stability_curves import parse_point, stability_curves
 from synthpre.stability import run_stability_job
+from synthpre.stability_curves import parse_point, stability_curves
+from synthpre.stability_md import (
+    FailureCriteria,
+    StabilitySettings,
+    detect,
+    pooled_relabel,
+    relabel,
+    run_md,
+)
 from synthpre.structure_analysis import coordination_fractions, rdf, rdf_distance
 from synthpre.teachers import get_teacher
 
@@ -48,11 +55,11 @@ def job_settings(teacher="lcbop", **stability):
 @pytest.fixture(scope="module")
 def starts_file(tmp_path_factory):
     """Two 32-atom amorphous cells quenched with LCBOP (about a second)."""
-    proto = Protocol.from_config({"dump_every_ps": 0.1, "stages": [
+    proto = protocol(**{"dump_every_ps": 0.1, "stages": [
         {"name": "melt", "T_start": 5000, "T_end": 5000, "duration_ps": 0.3},
         {"name": "quench", "T_start": 5000, "T_end": 1000, "duration_ps": 0.5}]})
     cells = [run_trajectory(get_teacher("lcbop"), {"C": 32}, d, 3000, proto, seed=k,
-                            traj_id="q").frames[-1] for k, d in enumerate((2.0, 2.2))]
+                            traj_id="q", min_distance=1.0).frames[-1] for k, d in enumerate((2.0, 2.2))]
     path = tmp_path_factory.mktemp("starts") / "starts.extxyz"
     write_frames(path, cells)
     return path
@@ -63,7 +70,7 @@ def save_tiny_model(path, scale=1.0):
     import torch
 
     torch.manual_seed(0)
-    model = NequIP.from_config(TINY_MODEL)
+    model = NequIP.from_config(model_config(**TINY_MODEL))
     model.scale.fill_(scale)
     save_model(path, model, {"e0": {"C": 0.0}})
     return path

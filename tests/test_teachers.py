@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
+from defaults import protocol
 
 from synthpre.label import label_frames
 from synthpre.lammps_system import LammpsSystem, single_point
-from synthpre.md import Protocol, run_trajectory
+from synthpre.md import run_trajectory
 from synthpre.teachers import get_teacher
 
 # LAMMPS's own Tersoff wrapped as an ASE calculator (a second LAMMPS instance): the same
@@ -53,11 +54,11 @@ def test_ase_teacher_nve_trajectory_equals_native_pair_style():
 
 def test_ase_teacher_md_protocol_equals_native_pair_style():
     # The full driver: FIRE relaxation, Nose-Hoover NVT stages, frame dumps.
-    proto = Protocol.from_config({"dump_every_ps": 0.05, "stages": [
+    proto = protocol(**{"dump_every_ps": 0.05, "stages": [
         {"name": "heat", "T_start": 300, "T_end": 1000, "duration_ps": 0.1},
         {"name": "anneal", "T_start": "anneal", "T_end": "anneal", "duration_ps": 0.2}]})
     runs = [run_trajectory(get_teacher(name, WRAPPED), {"C": 24}, 2.5, 1000, proto, seed=7,
-                           traj_id="t") for name in ("tersoff", "tersoff_ase")]
+                           traj_id="t", min_distance=1.0) for name in ("tersoff", "tersoff_ase")]
     assert runs[0].failure is None and runs[1].failure is None
     assert len(runs[0].frames) == len(runs[1].frames) == 6
     for a, b in zip(*(r.frames for r in runs)):
@@ -126,10 +127,10 @@ def test_calculator_error_stops_md_and_names_the_cause():
     FailingEMT.calls = 0
     teacher = get_teacher("bad", {"bad": {"kind": "ase", "calculator": f"{__name__}:FailingEMT",
                                           "elements": ["C"]}})
-    proto = Protocol.from_config({"dump_every_ps": 0.01, "keep_frames_on_failure": True,
+    proto = protocol(**{"dump_every_ps": 0.01, "keep_frames_on_failure": True,
                                   "stages": [{"name": "melt", "T_start": 1000, "T_end": 1000,
                                               "duration_ps": 0.2}]})
-    result = run_trajectory(teacher, {"C": 16}, 2.5, 1000, proto, seed=1, traj_id="bad")
+    result = run_trajectory(teacher, {"C": 16}, 2.5, 1000, proto, seed=1, traj_id="bad", min_distance=1.0)
     assert result.failure is not None
     assert "ASE calculator error" in result.failure and "model exploded" in result.failure
     assert result.steps < 200 and len(result.frames) == result.steps // 10 - 1

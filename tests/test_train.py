@@ -3,18 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from defaults import model_config
+from test_trainer import carbon_records
 
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
-from synthpre.trainer import predict
 from synthpre.train import check_compatible, fit_shift
-
-from test_trainer import carbon_records
+from synthpre.trainer import predict
 
 
 def small_model(species=("C",), r_max=4.0):
-    return NequIP.from_config({"species": list(species), "r_max": r_max, "num_layers": 1,
-                               "num_features": 4, "num_basis": 4, "dtype": "float64"})
+    return NequIP.from_config(model_config(**{"species": list(species), "r_max": r_max, "num_layers": 1,
+                               "num_features": 4, "num_basis": 4, "dtype": "float64"}))
 
 
 def test_fine_tuning_checks_name_element_and_cutoff(tmp_path):

@@ -10,12 +10,18 @@ from ase.build import bulk
 from ase.calculators.morse import MorsePotential
 from ase.md.velocitydistribution import thermalize_momenta
 from ase.md.verlet import VelocityVerlet
+from defaults import model_config, train_config
 
 from synthpre.calculator import SynthpreCalculator
 from synthpre.model import NequIP
 from synthpre.preemption import STOP_REQUESTED, Preempted, request_stop
-from synthpre.trainer import (TrainConfig, TrainingDiverged, evaluate_metrics, mean_neighbors,
-                            predict, train)
+from synthpre.trainer import (
+    TrainingDiverged,
+    evaluate_metrics,
+    mean_neighbors,
+    predict,
+    train,
+)
 
 MORSE = {"epsilon": 1.0, "rho0": 4.0, "r0": 1.55, "rcut1": 2.6, "rcut2": 3.2}
 
@@ -41,9 +47,9 @@ def carbon_records(n: int, seed: int) -> list[dict]:
 
 def tiny_model(records, dtype="float32", seed=0):
     torch.manual_seed(seed)
-    return NequIP.from_config({"species": ["C"], "r_max": 3.2, "num_layers": 2,
+    return NequIP.from_config(model_config(**{"species": ["C"], "r_max": 3.2, "num_layers": 2,
                                "num_features": 8, "dtype": dtype,
-                               "avg_num_neighbors": mean_neighbors(records, 3.2)})
+                               "avg_num_neighbors": mean_neighbors(records, 3.2)}))
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +58,7 @@ def trained(tmp_path_factory):
     model = tiny_model(train_recs, "float64")
     before = evaluate_metrics(model, val_recs)
     out = tmp_path_factory.mktemp("fit")
-    cfg = TrainConfig(max_epochs=30, batch_size=2, lr=1e-2, patience=1000)
+    cfg = train_config(max_epochs=30, batch_size=2, lr=1e-2, patience=1000)
     summary = train(model, train_recs, val_recs, cfg, out, meta={"e0": {"C": -1.5}})
     return model, before, summary, out, val_recs
 
@@ -90,12 +96,12 @@ def test_changed_settings_do_not_resume_a_checkpoint(tmp_path, caplog):
     """A checkpoint of other settings (here another lr) is never continued: the training
     starts afresh, its first epoch runs at the new lr, and the log says why."""
     train_recs, val_recs = carbon_records(4, 2), carbon_records(2, 3)
-    old = TrainConfig(max_epochs=4, batch_size=2, lr=5e-3)
+    old = train_config(max_epochs=4, batch_size=2, lr=5e-3)
     with pytest.raises(Preempted):
         train(tiny_model(train_recs), _stop_in_epoch(train_recs, old, 3), val_recs, old,
               tmp_path, fingerprint={"lr": old.lr})
     STOP_REQUESTED.clear()
-    new = TrainConfig(max_epochs=3, batch_size=2, lr=1e-3)
+    new = train_config(max_epochs=3, batch_size=2, lr=1e-3)
     with caplog.at_level("INFO", logger="synthpre.trainer"):
         summary = train(tiny_model(train_recs), _stop_in_epoch(train_recs, new, None), val_recs,
                         new, tmp_path, fingerprint={"lr": new.lr})
@@ -114,7 +120,7 @@ def test_finished_training_reruns_from_scratch(tmp_path, caplog):
     """A finished checkpoint whose output is gone (--force) trains again from fresh weights
     instead of handing back the old model."""
     train_recs, val_recs = carbon_records(4, 2), carbon_records(2, 3)
-    cfg = TrainConfig(max_epochs=2, batch_size=2)
+    cfg = train_config(max_epochs=2, batch_size=2)
     first = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
     with caplog.at_level("INFO", logger="synthpre.trainer"):
         again = train(tiny_model(train_recs, seed=7), train_recs, val_recs, cfg, tmp_path)
@@ -127,7 +133,7 @@ def test_finished_training_reruns_from_scratch(tmp_path, caplog):
 def test_non_finite_loss_fails_naming_epoch_and_data(tmp_path):
     train_recs, val_recs = carbon_records(4, 2), carbon_records(2, 3)
     train_recs[3]["energy"] = float("nan")
-    cfg = TrainConfig(max_epochs=2, batch_size=2)
+    cfg = train_config(max_epochs=2, batch_size=2)
     with pytest.raises(TrainingDiverged, match=r"pretrain on demo shards, epoch 1, batch \d: "
                                                r"the training loss is nan"):
         train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path,
@@ -139,7 +145,7 @@ def test_preemption_mid_epoch_resumes_exactly(tmp_path):
     """SLURM's warning signal mid-epoch: checkpoint after the current batch, stop, and a new
     call continues from that batch to the same weights as an uninterrupted run."""
     train_recs, val_recs = carbon_records(8, 6), carbon_records(2, 7)
-    cfg = TrainConfig(max_epochs=3, batch_size=2, val_batch_size=2)
+    cfg = train_config(max_epochs=3, batch_size=2, val_batch_size=2)
 
     def batches(epoch, stop_at=None):
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_recs))
@@ -166,7 +172,7 @@ def test_preemption_mid_epoch_resumes_exactly(tmp_path):
 def test_streaming_source_matches_list(tmp_path):
     """A callable epoch -> batches of records trains exactly like the same batches from a list."""
     train_recs, val_recs = carbon_records(6, 4), carbon_records(2, 5)
-    cfg = TrainConfig(max_epochs=2, batch_size=3, val_batch_size=2)
+    cfg = train_config(max_epochs=2, batch_size=3, val_batch_size=2)
     train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path / "list")
 
     def epoch_batches(epoch):
@@ -182,7 +188,7 @@ def test_streaming_source_matches_list(tmp_path):
 def test_early_stopping(tmp_path):
     """With lr 0 nothing improves: stop after `patience` epochs, and a rerun repeats it."""
     train_recs, val_recs = carbon_records(2, 6), carbon_records(2, 7)
-    cfg = TrainConfig(max_epochs=50, lr=0.0, patience=3)
+    cfg = train_config(max_epochs=50, lr=0.0, patience=3)
     summary = train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path)
     assert summary["stop_reason"] == "patience"
     assert summary["epochs"] == 4 and summary["best_epoch"] == 1
@@ -196,14 +202,14 @@ def test_min_steps_gives_small_and_large_n_the_same_steps(tmp_path):
     """The budget counts gradient steps: n=3 (one step an epoch) trains as many steps as n=30
     (ten an epoch), and patience cannot stop either before min_steps."""
     val_recs = carbon_records(2, 7)
-    cfg = TrainConfig(max_epochs=1, min_steps=20, batch_size=3, patience=1, lr=0.0)
+    cfg = train_config(max_epochs=1, min_steps=20, batch_size=3, patience=1, lr=0.0)
     runs = {n: train(tiny_model(carbon_records(n, 8)), carbon_records(n, 8), val_recs, cfg,
                      tmp_path / f"n{n}") for n in (3, 30)}
     assert runs[3]["steps"] == runs[30]["steps"] == 20
     assert (runs[3]["epochs"], runs[30]["epochs"]) == (20, 2)
     assert runs[3]["stop_reason"] == runs[30]["stop_reason"] == "patience"
     plain = train(tiny_model(carbon_records(3, 8)), carbon_records(3, 8), val_recs,
-                  TrainConfig(max_epochs=1, batch_size=3), tmp_path / "plain")
+                  train_config(max_epochs=1, batch_size=3), tmp_path / "plain")
     assert (plain["steps"], plain["stop_reason"]) == (1, "max_epochs")
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 from ase.calculators.calculator import Calculator, all_changes
 
 from .graph import collate

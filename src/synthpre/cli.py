@@ -1,54 +1,54 @@
 """The command line: one subcommand per pipeline stage; each Snakemake rule calls one.
 
-Settings come as JSON (``--settings '{...}'`` or ``--settings @file.json``) holding the config
-sections a stage needs, so every stage can also be run by hand without Snakemake.
+Settings come as the JSON slice of the config that the stage's rule passes (``--settings
+'{...}'`` or ``--settings @file.json``, see ``synthpre.job_settings``) or as the pipeline's own
+YAML (``--configfile config.yaml``), so every stage also runs by hand without Snakemake. The
+work itself lives in the module named after the rule (md.py, shard.py, train.py, ...).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
+from . import job_settings
 from .preemption import Preempted
+from .progress import TerminalLogHandler
 
 PREEMPTED_EXIT = 75  # EX_TEMPFAIL: the job failed for now; a retry resumes it
 
 
-def _settings(text: str) -> dict:
+def _settings(args) -> dict:
+    """The stage's settings: ``--settings`` JSON (what its rule passes) or ``--configfile``
+    YAML, from which ``synthpre.job_settings`` takes the same slice the rule would pass."""
+    if args.configfile:
+        from .config import load_config
+        return args.slice(load_config(*args.configfile), args)
+    text = args.settings
     return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
 
 
-def cmd_md(args) -> None:
-    """One trajectory; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
-    from .atomic import write_json
-    from .cells import cell_composition
-    from .config_check import job_seed, parse_job
-    from .frames import write_frames
-    from .lammps_system import mpi_rank, omp_args
-    from .md import Protocol, run_trajectory
-    from .teachers import get_teacher
+def _add_settings(p: argparse.ArgumentParser, slice_of, required: bool = True) -> None:
+    group = p.add_mutually_exclusive_group(required=required)
+    group.add_argument("--settings", help="JSON (or @file.json): the slice the rule passes "
+                                          "(synthpre.job_settings)")
+    group.add_argument("--configfile", nargs="+", help="the pipeline's YAML config file(s), "
+                                                      "as given to Snakemake")
+    p.set_defaults(slice=slice_of)
 
-    s = _settings(args.settings)  # synthpre.job_settings.md
-    density, anneal_t, _ = parse_job(args.job)
-    teacher = get_teacher(args.teacher, s["teachers"])
-    seed = job_seed(args.job, s["seed"])
-    composition = cell_composition(s["elements"], s["n_atoms"], s.get("composition"))
-    result = run_trajectory(teacher, composition, density, anneal_t,
-                            Protocol.from_config(s["protocol"]), seed,
-                            traj_id=f"{teacher.name}/{args.job}",
-                            min_distance=s["min_distance"],
-                            lammps_args=omp_args(args.omp_threads))
-    if mpi_rank() != 0:
-        return
-    write_frames(args.out_frames, result.frames)
-    write_json(args.out_status, {**result.info, "failure": result.failure,
-                                 "n_frames": len(result.frames), "steps": result.steps,
-                                 "wall_s": result.wall_s, "natoms": result.natoms,
-                                 "atom_steps_per_s": result.atom_steps_per_s, "seed": seed})
-    print(f"{args.job}: {len(result.frames)} frames, {result.atom_steps_per_s:.0f} atom-steps/s, "
-          f"failure: {result.failure}")
+
+def cmd_md(args) -> None:
+    from .lammps_system import omp_args
+    from .md import run_md_job
+
+    status = run_md_job(_settings(args), args.teacher, args.job, args.out_frames,
+                        args.out_status, lammps_args=omp_args(args.omp_threads))
+    if status is not None:
+        print(f"{args.job}: {status['n_frames']} frames, {status['atom_steps_per_s']:.0f} "
+              f"atom-steps/s, failure: {status['failure']}")
 
 
 def cmd_label(args) -> None:
@@ -58,7 +58,8 @@ def cmd_label(args) -> None:
     from .lammps_system import mpi_rank, omp_args
     from .teachers import get_teacher
 
-    labeller = get_teacher(args.labeller, _settings(args.settings)["teachers"])
+    settings = _settings(args) if (args.settings or args.configfile) else {"teachers": {}}
+    labeller = get_teacher(args.labeller, settings["teachers"])
     frames = read_frames(args.frames)
     labelled = label_frames(frames, labeller, lammps_args=omp_args(args.omp_threads)) \
         if frames else []
@@ -69,21 +70,16 @@ def cmd_label(args) -> None:
 
 
 def cmd_shard(args) -> None:
-    from .shard import build_shards
+    from .shard import run_shard_job
 
-    s = _settings(args.settings)  # synthpre.job_settings.shard
-    manifest = build_shards(args.labelled, args.status, str(Path(args.manifest).parent),
-                            min_time_ps=s["filters"]["min_time_ps"],
-                            max_force=s["filters"]["max_force"],
-                            val_fraction=s["val_fraction"], seed=s["seed"],
-                            frames_per_shard=s["frames_per_shard"], r_max=s["r_max"])
+    manifest = run_shard_job(_settings(args), args.labelled, args.status, args.manifest)
     print(json.dumps({k: manifest[k] for k in ("counts", "dropped", "failed_trajectories")}))
 
 
 def cmd_real(args) -> None:
     from .real_data import ingest
 
-    s = _settings(args.settings)  # synthpre.job_settings.real
+    s = _settings(args)
     print(json.dumps(ingest(args.source, args.out_dir, s["elements"], **s["real"])))
 
 
@@ -94,25 +90,17 @@ def cmd_fetch(args) -> None:
 
 
 def cmd_dft(args) -> None:
-    from .dft import DFTSettings, label_with_gpaw
-    from .frames import read_frames, write_frames
+    from .dft import run_dft_batch
 
-    s = _settings(args.settings)["dft"]  # synthpre.job_settings.dft
-    size = s["batch_size"]
-    batch = read_frames(args.structures)[args.batch * size:(args.batch + 1) * size]
-    if not batch:
-        raise ValueError(f"{args.structures}: batch {args.batch} of {size} is empty")
-    selection = Path(args.cache_dir) / f"batch{args.batch}-structures.extxyz"
-    write_frames(selection, batch)
-    summary = label_with_gpaw(selection, args.out, DFTSettings.from_config(s["settings"]),
-                              args.cache_dir, on_error="skip")
+    summary = run_dft_batch(_settings(args), args.structures, args.batch, args.cache_dir,
+                            args.out)
     print(json.dumps(summary, default=str))
 
 
 def cmd_train(args) -> None:
     from .train import run_training
 
-    run_training(_settings(args.settings), args.stage, args.out, manifest=args.manifest,
+    run_training(_settings(args), args.stage, args.out, manifest=args.manifest,
                  real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init,
                  n_pretrain=args.n_pretrain)
 
@@ -144,7 +132,7 @@ def cmd_stability(args) -> None:
     from .lammps_system import omp_args
     from .stability import run_stability_job
 
-    out = run_stability_job(_settings(args.settings), args.starts, args.out, args.frames,
+    out = run_stability_job(_settings(args), args.starts, args.out, args.frames,
                             model=args.model, reference=args.reference, point=args.point,
                             lammps_args=omp_args(args.omp_threads))
     print(json.dumps(out["summary"]))
@@ -157,12 +145,26 @@ def cmd_stability_curves(args) -> None:
           .to_string())
 
 
+def cmd_dag(args) -> None:
+    """The rule graph as SVG, without Graphviz (see synthpre.dag)."""
+    from .atomic import atomic_path
+    from .dag import parse_dot, render_svg
+
+    text = Path(args.dot).read_text() if args.dot != "-" else sys.stdin.read()
+    svg = render_svg(parse_dot(text))
+    if args.out == "-":
+        sys.stdout.write(svg)
+        return
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(svg)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="synthpre", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("md", help="one teacher MD trajectory")
-    p.add_argument("--settings", required=True)
+    _add_settings(p, lambda config, args: job_settings.md(config, args.teacher))
     p.add_argument("--teacher", required=True)
     p.add_argument("--job", required=True, help="d<density>-T<anneal K>-r<replica>")
     p.add_argument("--out-frames", required=True)
@@ -172,8 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("label", help="label MD frames with one labeller")
-    p.add_argument("--settings", default='{"teachers": {}}',
-                   help="JSON: {\"teachers\": {name: spec}} for a labeller defined in a config")
+    _add_settings(p, lambda config, args: job_settings.label(config, args.labeller),
+                  required=False)  # a built-in labeller needs none
     p.add_argument("--labeller", required=True)
     p.add_argument("--frames", required=True)
     p.add_argument("--out", required=True)
@@ -182,14 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("shard", help="filter, split by trajectory and shard labelled frames")
-    p.add_argument("--settings", required=True)
+    _add_settings(p, lambda config, args: job_settings.shard(config))
     p.add_argument("--labelled", nargs="+", required=True)
     p.add_argument("--status", nargs="*", default=[])
     p.add_argument("--manifest", required=True)
     p.set_defaults(func=cmd_shard)
 
     p = sub.add_parser("real", help="ingest a real data set: splits and nested subsets")
-    p.add_argument("--settings", required=True)
+    _add_settings(p, lambda config, args: job_settings.real(config))
     p.add_argument("--source", required=True, nargs="+", help="extxyz file(s) of the real data")
     p.add_argument("--out-dir", required=True)
     p.set_defaults(func=cmd_real)
@@ -201,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_fetch)
 
     p = sub.add_parser("dft", help="label one batch of structures with GPAW (resumable)")
-    p.add_argument("--settings", required=True, help="JSON with a 'dft' section")
+    _add_settings(p, lambda config, args: job_settings.dft(config))
     p.add_argument("--structures", required=True, help="extxyz of all structures")
     p.add_argument("--batch", type=int, required=True, help="batch index (dft.batch_size each)")
     p.add_argument("--cache-dir", required=True, help="finished structures, reused on rerun")
@@ -209,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_dft)
 
     p = sub.add_parser("train", help="pre-train, fine-tune or train from scratch")
-    p.add_argument("--settings", required=True)
+    _add_settings(p, lambda config, args: job_settings.train(config, args.stage))
     p.add_argument("--stage", choices=["pretrain", "finetune", "replay", "frozen", "scratch"],
                    required=True, help="replay and frozen: fine-tuning modes (synthpre.train)")
     p.add_argument("--manifest", help="shard manifest (pre-training; replay's synthetic frames)")
@@ -250,8 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stability", help="a model (or, without --model, the teacher) in MD: "
                                          "survival, failure reasons, drift, structure")
-    p.add_argument("--settings", required=True,
-                   help="JSON: stability, elements, teacher (name), teachers")
+    _add_settings(p, lambda config, args: job_settings.stability(config))
     p.add_argument("--starts", required=True, help="real test set (.h5) or extxyz of start cells")
     p.add_argument("--model", help="model.pt to test; without it the teacher runs (reference)")
     p.add_argument("--reference", help="the teacher's stability.json (with --model)")
@@ -268,13 +269,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-figure", nargs="+", required=True, help="png and/or svg")
     p.set_defaults(func=cmd_stability_curves)
+
+    p = sub.add_parser("dag", help="draw `snakemake --rulegraph` as SVG (no Graphviz needed)")
+    p.add_argument("--dot", default="-", help="the rule graph in DOT (default: standard input)")
+    p.add_argument("--out", default="-", help="SVG file to write (default: standard output)")
+    p.set_defaults(func=cmd_dag)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s: %(message)s")
+    # Under torchrun or srun every rank logs into the same rule log: say which rank speaks.
+    env = os.environ
+    world = int(env.get("WORLD_SIZE") or env.get("SLURM_STEP_NUM_TASKS") or 1)
+    rank = f"[rank {env.get('RANK') or env.get('SLURM_PROCID', 0)}] " if world > 1 else ""
+    # stderr: the rule's log file, or a terminal, where a progress bar stays below the lines
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {rank}%(name)s: %(message)s",
+                        handlers=[TerminalLogHandler(sys.stderr)])
     try:
         args.func(args)
     except (ValueError, FileNotFoundError) as err:

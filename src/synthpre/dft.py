@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -27,7 +27,8 @@ import numpy as np
 from ase import Atoms
 
 from .atomic import write_json
-from .frames import read_frames, set_labels, write_frames
+from .frames import labelled_copy, read_frames, write_frames
+from .job_settings import strict
 
 LABELLER = "gpaw"
 CACHE_VERSION = 1
@@ -35,46 +36,26 @@ CACHE_VERSION = 1
 
 @dataclass(frozen=True)
 class DFTSettings:
-    """Everything that fixes a GPAW label (and so goes into the cache key)."""
-    ecut_eV: float = 500.0
-    xc: str = "LDA"
-    kpts: tuple[int, int, int] = (1, 1, 1)
-    smearing_eV: float = 0.1                  # Fermi-Dirac width
-    spinpol: bool = False
-    energy: str = "free"                      # "free" (force-consistent) or "extrapolated"
-    # SCF convergence (GPAW's defaults, written out so they are pinned with the data)
-    conv_energy_eV: float = 5e-4              # per valence electron, last 3 iterations
-    conv_density: float = 1e-4
-    conv_eigenstates: float = 4e-8            # eV^2 per valence electron
-    maxiter: int = 333
-    extra: dict = field(default_factory=dict)  # further GPAW keyword arguments, as given
+    """Everything that fixes a GPAW label (and so goes into the cache key); the config schema's
+    ``dft.settings`` holds the values and their defaults (GPAW's SCF criteria written out, so
+    they are pinned with the data)."""
+    ecut_eV: float
+    xc: str
+    kpts: tuple[int, int, int]
+    smearing_eV: float                   # Fermi-Dirac width
+    spinpol: bool
+    energy: str                          # "free" (force-consistent) or "extrapolated"
+    conv_energy_eV: float                # per valence electron, last 3 iterations
+    conv_density: float
+    conv_eigenstates: float              # eV^2 per valence electron
+    maxiter: int
+    extra: dict                          # further GPAW keyword arguments, as given
 
     @classmethod
-    def from_config(cls, cfg: Mapping | None = None) -> "DFTSettings":
-        cfg = dict(cfg or {})
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(cfg) - names)
-        if unknown:
-            raise ValueError(f"unknown DFT settings {unknown}; known: {sorted(names)}")
-        if "kpts" in cfg:
-            kpts = cfg["kpts"]
-            kpts = (int(kpts),) * 3 if isinstance(kpts, (int, float)) else tuple(int(k) for k in kpts)
-            if len(kpts) != 3 or min(kpts) < 1:
-                raise ValueError(f"DFT kpts must be three positive integers, got {cfg['kpts']!r}")
-            cfg["kpts"] = kpts
-        for key in ("ecut_eV", "smearing_eV", "conv_energy_eV", "conv_density",
-                    "conv_eigenstates"):
-            if key in cfg:
-                cfg[key] = float(cfg[key])
-                if not cfg[key] > 0:
-                    raise ValueError(f"DFT setting {key} must be > 0, got {cfg[key]}")
-        if "maxiter" in cfg:
-            cfg["maxiter"] = int(cfg["maxiter"])
-        if "spinpol" in cfg:
-            cfg["spinpol"] = bool(cfg["spinpol"])
-        if cfg.get("energy", "free") not in ("free", "extrapolated"):
-            raise ValueError(f"DFT energy must be 'free' or 'extrapolated', got {cfg['energy']!r}")
-        return cls(**cfg)
+    def from_config(cls, cfg: Mapping) -> "DFTSettings":
+        """From the validated ``dft.settings`` (the schema checks the types and ranges)."""
+        return strict(cls, {**cfg, "kpts": tuple(int(k) for k in cfg.get("kpts", ()))},
+                      "dft.settings")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -263,14 +244,7 @@ def label_with_gpaw(in_path: str | os.PathLike, out_path: str | os.PathLike,
                 raise RuntimeError(data["error"] + f" (cached in {path}; delete it to retry)")
             failed.append({"index": i, "error": data["error"]})
             continue
-        labelled = atoms.copy()
-        labelled.calc = None
-        ref = sum(e0[s] for s in labelled.get_chemical_symbols())
-        set_labels(labelled, float(data["energy_total"]) - ref, np.asarray(data["forces"]))
-        labelled.info["labeller"] = LABELLER
-        for s in symbols:
-            labelled.info[f"e0_{s}"] = e0[s]
-        out.append(labelled)
+        out.append(labelled_copy(atoms, data["energy_total"], data["forces"], LABELLER, e0))
     write_frames(out_path, out)
     summary = {"n": len(frames), "n_computed": n_computed, "n_cached": n_cached, "e0": e0,
                "mean_wall_s": float(np.mean(wall)) if wall else None, "failed": failed,
@@ -278,3 +252,18 @@ def label_with_gpaw(in_path: str | os.PathLike, out_path: str | os.PathLike,
     say(f"wrote {out_path}: {len(out)} of {len(frames)} structures ({n_computed} computed, "
         f"{n_cached} cached, {len(failed)} failed)")
     return summary
+
+
+def run_dft_batch(settings: dict, structures: str, batch: int, cache_dir: str, out: str) -> dict:
+    """Rule ``dft``: label batch number ``batch`` (``dft.batch_size`` structures each) of the
+    structures file; structures whose SCF fails are skipped and recorded in the summary."""
+    size = settings["dft"]["batch_size"]
+    frames = read_frames(structures)[batch * size:(batch + 1) * size]
+    if not frames:
+        raise ValueError(f"{structures}: batch {batch} of {size} structures is empty "
+                         f"(dft.batch_size)")
+    selection = Path(cache_dir) / f"batch{batch}-structures.extxyz"
+    write_frames(selection, frames)
+    return label_with_gpaw(selection, out, DFTSettings.from_config(settings["dft"]["settings"]),
+                           cache_dir, on_error="skip")
+

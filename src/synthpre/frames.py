@@ -50,9 +50,18 @@ def read_frames(path: str | os.PathLike) -> list[Atoms]:
     return frames
 
 
-def set_labels(atoms: Atoms, energy: float, forces: np.ndarray) -> None:
-    atoms.info[ENERGY_KEY] = float(energy)
-    atoms.arrays[FORCES_KEY] = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
+def labelled_copy(atoms: Atoms, total_energy: float, forces: np.ndarray, labeller: str,
+                  e0: dict[str, float]) -> Atoms:
+    """A copy of ``atoms`` with one labeller's label, the label contract written once (teacher
+    and GPAW labels alike): energy relative to that labeller's isolated atoms (E - sum E0),
+    forces, and the provenance keys ``labeller`` and ``e0_<Symbol>``."""
+    out = atoms.copy()
+    out.calc = None
+    out.info[ENERGY_KEY] = float(total_energy) - sum(e0[s] for s in atoms.get_chemical_symbols())
+    out.arrays[FORCES_KEY] = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
+    out.info["labeller"] = labeller
+    out.info.update({f"e0_{s}": float(v) for s, v in e0.items()})
+    return out
 
 
 def to_record(atoms: Atoms, source: str, index: int, energy_key: str = ENERGY_KEY,

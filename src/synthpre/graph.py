@@ -48,13 +48,22 @@ def species_index(numbers: np.ndarray, species: list[str]) -> np.ndarray:
     return np.array([table[int(z)] for z in numbers], dtype=np.int64)
 
 
+def neighbours(record: dict, r_max: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Directed pairs (i, j) within ``r_max`` and their integer cell shifts S, periodic along
+    each axis as ``pbc`` says (slabs, wires): the one neighbour list for graphs and counts."""
+    pos = np.asarray(record["positions"], dtype=np.float64)
+    cell = np.asarray(record["cell"], dtype=np.float64).reshape(3, 3)
+    pbc = [bool(p) for p in np.asarray(record["pbc"], dtype=bool).reshape(3)]
+    return NeighborList(cutoff=float(r_max), full_list=True).compute(pos, cell, pbc,
+                                                                      quantities="ijS")
+
+
 def build_graph(record: dict, species: list[str], r_max: float, dtype=torch.float32) -> Batch:
     """One structure as a Batch of size 1 (cache these: the neighbour list is the slow part)."""
     pos = np.asarray(record["positions"], dtype=np.float64)
     cell = np.asarray(record["cell"], dtype=np.float64).reshape(3, 3)
     pbc = np.asarray(record["pbc"], dtype=bool).reshape(3)
-    nl = NeighborList(cutoff=float(r_max), full_list=True)
-    i, j, S = nl.compute(pos, cell, [bool(p) for p in pbc], quantities="ijS")
+    i, j, S = neighbours(record, r_max)
     n = len(pos)
     labelled = "energy" in record and "forces" in record
     return Batch(

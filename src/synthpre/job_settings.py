@@ -9,11 +9,30 @@ the same JSON.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 
 # Fields of the training recipe (``train`` merged with a stage's overrides) that a job reads.
 TRAIN_FIELDS = ("batch_size", "val_batch_size", "lr", "energy_weight", "ema_decay", "patience",
-                "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed")
+                "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed",
+                "tensorboard")
+
+
+def strict(cls, mapping: dict, where: str, **extra):
+    """Dataclass ``cls`` from a validated config mapping: every field required, unknown ones
+    refused, each named by its config path. The schema fills defaults; code keeps none."""
+    if not isinstance(mapping, dict):
+        raise ValueError(f"config field '{where}' must be a mapping (got {mapping!r})")
+    values = {**mapping, **extra}
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ValueError(f"config field '{where}.{unknown[0]}' is unknown (known: {names})")
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ValueError(f"config field '{where}.{missing[0]}' is missing (the schema's "
+                         f"defaults fill it when the config is validated)")
+    return cls(**values)
 
 
 def as_json(settings: dict) -> str:
@@ -74,7 +93,7 @@ def train(config: dict, stage: str) -> dict:
     section = "pretrain" if stage == "pretrain" else "finetune"
     merged = {**config["train"], **config[section]}
     settings = {"elements": config["elements"], "model": config["model"],
-                "train": {k: merged[k] for k in TRAIN_FIELDS if k in merged}}
+                "train": {k: merged[k] for k in TRAIN_FIELDS}}
     if stage != "pretrain":
         settings["fit_shift"] = config["finetune"]["fit_shift"]
     if stage == "replay":

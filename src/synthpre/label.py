@@ -13,7 +13,7 @@ from __future__ import annotations
 from ase import Atoms
 
 from .foundation import label_batch, on_gpu
-from .frames import set_labels
+from .frames import labelled_copy
 from .lammps_system import isolated_atom_energy, single_point
 from .progress import Progress
 from .teachers import Teacher
@@ -38,10 +38,6 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
     for k, atoms in enumerate(frames):
         energy, forces = ((batched[0][k], batched[1][k]) if batched else
                           single_point(atoms, labeller, calculator, lammps_args))
-        out = atoms.copy()
-        set_labels(out, energy - sum(e0[s] for s in atoms.get_chemical_symbols()), forces)
-        out.info["labeller"] = labeller.name
-        out.info.update({f"e0_{s}": v for s, v in e0.items()})
-        labelled.append(out)
+        labelled.append(labelled_copy(atoms, energy, forces, labeller.name, e0))
         progress.update(len(labelled))
     return labelled

@@ -13,10 +13,10 @@ import math
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
 from ase import Atoms
 
 from .cells import random_cell
+from .job_settings import strict
 from .lammps_system import LammpsSystem, mpi_rank
 from .progress import Progress
 from .teachers import Teacher
@@ -34,19 +34,19 @@ class Stage:
 
 @dataclass(frozen=True)
 class Protocol:
+    """``synthetic.protocol`` (the config schema holds the defaults)."""
     stages: list[Stage]
-    timestep_fs: float = 1.0
-    tdamp_fs: float = 100.0
-    dump_every_ps: float = 1.0
-    max_temperature_factor: float = 3.0   # blow-up: T above factor x the stage's target
-    keep_frames_on_failure: bool = True
+    timestep_fs: float
+    tdamp_fs: float
+    dump_every_ps: float
+    max_temperature_factor: float         # blow-up: T above factor x the stage's target
+    keep_frames_on_failure: bool
 
     @classmethod
     def from_config(cls, cfg: dict) -> "Protocol":
         stages = [Stage(s["name"], s["T_start"], s["T_end"], float(s["duration_ps"]))
                   for s in cfg["stages"]]
-        rest = {k: v for k, v in cfg.items() if k != "stages"}
-        return cls(stages=stages, **rest)
+        return strict(cls, {**cfg, "stages": stages}, "synthetic.protocol")
 
     @property
     def dump_every_steps(self) -> int:
@@ -73,7 +73,7 @@ def _kelvin(value: float | str, anneal_t: float) -> float:
 
 def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float,
                    anneal_t: float, protocol: Protocol, seed: int, traj_id: str,
-                   min_distance: float = 1.0, lammps_args: tuple[str, ...] = ()) -> TrajectoryResult:
+                   min_distance: float, lammps_args: tuple[str, ...] = ()) -> TrajectoryResult:
     """Run one melt-quench-anneal trajectory and return its frames (all ranks get them)."""
     atoms = random_cell(composition, density, min_distance, seed)
     system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
@@ -151,3 +151,34 @@ def _blow_up(system: LammpsSystem, max_temperature: float) -> str | None:
     return None
 
 
+
+
+def run_md_job(settings: dict, teacher_name: str, job: str, out_frames: str, out_status: str,
+               lammps_args: tuple[str, ...] = ()) -> dict | None:
+    """Rule ``md``: one trajectory from ``synthpre.job_settings.md``; writes the frames and
+    ``md.json`` (the status contract: failure, n_frames, steps, wall_s, natoms,
+    atom_steps_per_s, seed and the provenance). Under ``mpiexec -n N`` every rank runs LAMMPS
+    and rank 0 writes; returns the status on rank 0."""
+    from .atomic import write_json
+    from .cells import cell_composition
+    from .config_check import job_seed, parse_job
+    from .frames import write_frames
+    from .teachers import get_teacher
+
+    density, anneal_t, _ = parse_job(job)
+    teacher = get_teacher(teacher_name, settings["teachers"])
+    seed = job_seed(job, settings["seed"])
+    composition = cell_composition(settings["elements"], settings["n_atoms"],
+                                   settings.get("composition"))  # optional: one element
+    result = run_trajectory(teacher, composition, density, anneal_t,
+                            Protocol.from_config(settings["protocol"]), seed,
+                            traj_id=f"{teacher.name}/{job}",
+                            min_distance=settings["min_distance"], lammps_args=lammps_args)
+    if mpi_rank() != 0:
+        return None
+    status = {**result.info, "failure": result.failure, "n_frames": len(result.frames),
+              "steps": result.steps, "wall_s": result.wall_s, "natoms": result.natoms,
+              "atom_steps_per_s": result.atom_steps_per_s, "seed": seed}
+    write_frames(out_frames, result.frames)
+    write_json(out_status, status)
+    return status

@@ -40,20 +40,10 @@ from .graph import Batch
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
-DEFAULT_CONFIG = {
-    "species": ["C"],
-    "r_max": 4.0,
-    "num_layers": 4,
-    "num_features": 32,
-    "l_max": 1,
-    "parity": True,
-    "num_basis": 8,
-    "radial_mlp_width": 8,
-    "radial_mlp_depth": 1,
-    "avg_num_neighbors": 10.0,
-    "dtype": "float32",
-    "kernel": "fast",
-}
+# A model's whole definition: the config's ``model`` section (the schema holds the defaults)
+# plus what a training job measures (species of the data, mean neighbours within r_max).
+CONFIG_KEYS = ("species", "r_max", "num_layers", "num_features", "l_max", "parity", "num_basis",
+               "radial_mlp_width", "radial_mlp_depth", "avg_num_neighbors", "dtype", "kernel")
 KERNELS = ("fast", "reference")
 
 
@@ -378,7 +368,12 @@ class NequIP(nn.Module):
 
     def __init__(self, config: dict):
         super().__init__()
-        self.config = {**DEFAULT_CONFIG, **config}
+        missing = [k for k in CONFIG_KEYS if k not in config]
+        unknown = sorted(set(config) - set(CONFIG_KEYS))
+        if missing or unknown:
+            raise ValueError(f"model config: missing {missing}, unknown {unknown} (the config "
+                             f"schema's 'model' section holds the defaults)")
+        self.config = dict(config)
         c = self.config
         self.species = list(c["species"])
         self.num_species = len(self.species)

@@ -50,11 +50,12 @@ def load_model(path: str | os.PathLike, device="cpu",
     missing = sorted(set(MODEL_KEYS) - set(payload if isinstance(payload, dict) else ()))
     if missing:
         raise ValueError(f"{path}: not a synthpre model file (no {', '.join(missing)})")
-    config = payload["config"] if kernel is None else {**payload["config"], "kernel": kernel}
+    # files written before kernels were selectable ran the fast one
+    config = {"kernel": "fast", **payload["config"], **({"kernel": kernel} if kernel else {})}
     try:
         model = NequIP.from_config(config)
         model.load_state_dict(payload["state_dict"])
-    except (RuntimeError, KeyError, TypeError) as err:  # written by another model version
+    except (RuntimeError, KeyError, TypeError, ValueError) as err:  # written by another model version
         raise ValueError(f"{path}: the stored weights do not fit its model config "
                          f"({str(err).splitlines()[0]})") from err
     meta = {**payload["meta"], "e0": payload["e0"]}

@@ -15,6 +15,7 @@ import numpy as np
 from ase import Atoms
 
 from .atomic import write_json
+from .composition import fit_per_species, species_counts
 from .frames import read_frames, to_record
 from .shard_files import read_shard, write_shard
 
@@ -23,15 +24,14 @@ def fit_e0(frames: list[Atoms], energies: np.ndarray, elements: list[str]) -> di
     """Per-element references by least squares of total energy on composition. Needs as many
     distinct compositions as elements present: one ratio alone (all Li8Si8) fixes only a sum,
     and a silent minimum-norm split would put arbitrary energy on each species."""
-    present = [s for s in elements if any(s in a.get_chemical_symbols() for a in frames)]
-    counts = np.array([[a.get_chemical_symbols().count(s) for s in present] for a in frames],
-                      dtype=float)
-    if np.linalg.matrix_rank(counts) < len(present):
+    counts = species_counts([a.numbers for a in frames], elements)
+    present = [s for s, n in zip(elements, counts.any(axis=0)) if n]
+    coef = fit_per_species(counts, energies)
+    if coef is None:
         raise ValueError(f"real.e0 'fit' cannot separate the references of {present}: the "
                          f"structures' compositions are not independent (give real.e0 as a "
                          f"mapping, or data with more compositions)")
-    coef, *_ = np.linalg.lstsq(counts, energies, rcond=None)
-    return {s: float(c) for s, c in zip(present, coef)}
+    return {s: float(c) for s, c in zip(elements, coef) if s in present}
 
 
 def load_real(paths: list[str], elements: list[str], energy_key: str, forces_key: str,

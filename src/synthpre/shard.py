@@ -79,6 +79,15 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
     return manifest
 
 
+def run_shard_job(settings: dict, labelled: list[str], status: list[str], manifest: str) -> dict:
+    """Rule ``shard``, from ``synthpre.job_settings.shard``."""
+    return build_shards(labelled, status, str(Path(manifest).parent),
+                        min_time_ps=settings["filters"]["min_time_ps"],
+                        max_force=settings["filters"]["max_force"],
+                        val_fraction=settings["val_fraction"], seed=settings["seed"],
+                        frames_per_shard=settings["frames_per_shard"], r_max=settings["r_max"])
+
+
 def pretraining_subset(paths: list[str], size: int, seed: int) -> dict[str, list[int]]:
     """The first ``size`` training structures taken trajectory by trajectory, in an order of
     trajectories fixed by ``seed`` (frames in their stored order within each; the last

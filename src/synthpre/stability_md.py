@@ -27,7 +27,7 @@ from ase import Atoms
 
 from .cells import density_of
 from .lammps_system import LammpsSystem, single_point
-from .structure_analysis import coordination_fractions, min_pair_distance, rdf, rdf_distance
+from .structure_analysis import coordination_fractions, min_pair_distance, rdf
 from .teachers import Teacher
 
 REASONS = ("model_error", "non_finite", "lost_atoms", "close_pair", "large_force", "hot",

@@ -2,15 +2,14 @@
 from __future__ import annotations
 
 import numpy as np
-from vesin import NeighborList
+
+from .graph import neighbours
 
 
 def neighbour_count(record: dict, r_max: float) -> int:
-    """Number of directed neighbour pairs within ``r_max`` (periodic images included)."""
-    pbc = bool(np.all(record["pbc"]))
-    i, _ = NeighborList(cutoff=r_max, full_list=True).compute(
-        points=record["positions"], box=record["cell"], periodic=pbc, quantities="ij")
-    return len(i)
+    """Directed neighbour pairs within ``r_max``: the model's edges, so the message
+    normalisation (mean neighbours) matches the graphs, slabs included."""
+    return len(neighbours(record, r_max)[0])
 
 
 def dataset_stats(records: list[dict], r_max: float) -> dict:

@@ -21,26 +21,27 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from ase.data import atomic_numbers
 
 from .atomic import folder_lock, read_json
+from .composition import fit_per_species, species_counts
 from .freeze import freeze
+from .job_settings import strict
 from .model import NequIP
 from .modelfile import load_model, save_model
 from .preemption import request_stop
 from .real_data import training_subset
 from .replay import Replay, shift_energies
-from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
 from .shard import pretraining_subset, shard_paths
+from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
 from .trainer import TrainConfig, mean_neighbors, predict, train, world
 
 MAX_VAL_STRUCTURES = 1000
 FINETUNE_MODES = ("finetune", "replay", "frozen")
 
 
-def train_config(settings: dict) -> TrainConfig:
+def train_config(settings: dict, device: str) -> TrainConfig:
     """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)."""
-    return TrainConfig(**settings["train"])
+    return strict(TrainConfig, settings["train"], "train", device=device)
 
 
 def check_compatible(model: NequIP, init: str, species: list[str], r_max: float) -> None:
@@ -54,9 +55,26 @@ def check_compatible(model: NequIP, init: str, species: list[str], r_max: float)
                          f"differs from the config's model.r_max={r_max} Å")
 
 
+def ranks_from_slurm(env: dict) -> dict:
+    """torch.distributed's variables for a rank that ``srun`` started (one task per GPU, on
+    one or several nodes): rank and size from SLURM, the rendezvous on the node srun was
+    launched from (the allocation's first, where task 0 runs), a port derived from the job id
+    so jobs sharing a node do not collide. Nothing when torchrun (or nobody) set them. The size
+    is the srun step's (``SLURM_STEP_NUM_TASKS``): the batch script itself also sees
+    ``SLURM_NTASKS`` and ``SLURM_PROCID=0`` of a several-task allocation, and must stay alone."""
+    if "RANK" in env or int(env.get("SLURM_STEP_NUM_TASKS", 1)) <= 1:
+        return {}
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": env["SLURM_STEP_NUM_TASKS"],
+            "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+            "MASTER_ADDR": env.get("SLURM_LAUNCH_NODE_IPADDR", "127.0.0.1"),
+            "MASTER_PORT": str(20000 + int(env.get("SLURM_JOB_ID", 0)) % 20000)}
+
+
 def join_ranks_and_pick_device() -> str:
-    """Under ``torchrun`` (WORLD_SIZE > 1) join the process group: NCCL with one GPU per rank
-    where there are GPUs, gloo on CPUs. Returns this rank's device."""
+    """Join the process group when several ranks run (started by ``torchrun`` on one machine
+    or by ``srun`` across nodes): NCCL with one GPU per rank where there are GPUs, gloo on
+    CPUs. Returns this rank's device."""
+    os.environ.update(ranks_from_slurm(dict(os.environ)))
     cuda = torch.cuda.is_available()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if int(os.environ.get("WORLD_SIZE", 1)) > 1 and not dist.is_initialized():
@@ -74,16 +92,13 @@ def fit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
     eV/atom away from the DFT ones); a fresh model starts ~8 eV/atom from DFT carbon energies
     and would otherwise spend its first hundreds of steps learning that offset through its
     weights (NequIP's default shift is this mean). The paper kept the shift at 0 for both."""
-    counts = np.array([[np.sum(r["numbers"] == atomic_numbers[s]) for s in model.species]
-                       for r in records], dtype=float)
+    counts = species_counts([r["numbers"] for r in records], model.species)
     residual = np.array([r["energy"] - e for r, (e, _) in zip(records, predict(model, records))])
-    present = counts.any(axis=0)
-    if np.linalg.matrix_rank(counts) < present.sum():
+    delta = fit_per_species(counts, residual)
+    if delta is None:
         # one composition (or dependent ones) cannot tell the species apart: move every
         # species by the same per-atom amount rather than a minimum-norm split
         delta = np.full(len(model.species), residual.sum() / counts.sum())
-    else:
-        delta, *_ = np.linalg.lstsq(counts, residual, rcond=None)
     with torch.no_grad():
         model.shift += torch.as_tensor(delta, dtype=model.shift.dtype)
     return {s: float(d) for s, d in zip(model.species, delta)}
@@ -126,7 +141,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
     if (stage in ("pretrain", "replay")) != (manifest is not None):
         raise ValueError(f"stage {stage}: --manifest is needed for pretrain and replay and "
                          f"only for them")
-    cfg = dataclasses.replace(train_config(settings), device=join_ranks_and_pick_device())
+    cfg = train_config(settings, join_ranks_and_pick_device())
     model_cfg = dict(settings["model"])
     workdir = Path(out).parent / "train"
     species = list(settings["elements"])

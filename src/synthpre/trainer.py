@@ -40,6 +40,7 @@ from .graph import Batch, build_graph, collate, concat
 from .model import NequIP, count_parameters
 from .modelfile import save_model
 from .preemption import STOP_REQUESTED, Preempted
+from .progress import EpochScalars, Progress
 from .stats import neighbour_count
 
 log = logging.getLogger(__name__)
@@ -50,21 +51,23 @@ METRIC_COLUMNS = ["epoch", "train_loss", "val_energy_rmse_per_atom", "val_force_
 
 @dataclass
 class TrainConfig:
-    """The paper's protocol by default; the dtype is the model's own (its config)."""
+    """A job's recipe (``synthpre.job_settings.train``: the config's ``train`` merged with the
+    stage's overrides; the schema holds the defaults, the paper's protocol) and its device."""
 
-    max_epochs: int = 300
-    min_steps: int = 0          # gradient steps before any stop: n=10 at batch 10 is 1 step/epoch
-    batch_size: int = 10
-    val_batch_size: int = 20
-    lr: float = 5e-3
-    energy_weight: float = 4.0
-    ema_decay: float = 0.99
-    patience: int = 40          # epochs without val force RMSE improving by min_delta
-    min_delta: float = 0.005    # eV/Å
-    lr_factor: float = 0.5      # ReduceLROnPlateau on val force RMSE
-    lr_patience: int = 10
-    seed: int = 0
-    device: str = "cpu"
+    max_epochs: int
+    min_steps: int              # gradient steps before any stop: n=10 at batch 10 is 1 step/epoch
+    batch_size: int
+    val_batch_size: int
+    lr: float
+    energy_weight: float
+    ema_decay: float
+    patience: int               # epochs without val force RMSE improving by min_delta
+    min_delta: float            # eV/Å
+    lr_factor: float            # ReduceLROnPlateau on val force RMSE
+    lr_patience: int
+    seed: int
+    tensorboard: bool           # per-epoch scalars in <out_dir>/tensorboard/ (rank 0)
+    device: str                 # picked in one place: train.join_ranks_and_pick_device
 
 
 def mean_neighbors(records: list[dict], r_max: float) -> float:
@@ -324,6 +327,10 @@ def train(model: NequIP,
                             "torch_rng": torch.get_rng_state(), "state": state,
                             "fingerprint": fingerprint}, tmp)
 
+    # a bar over epochs in a terminal (the epoch lines are logged below); TensorBoard if asked
+    progress = Progress(name, cfg.max_epochs, unit="epochs", enabled=rank == 0, lines=False)
+    scalars = EpochScalars(out_dir / "tensorboard", state["epoch"]) \
+        if cfg.tensorboard and rank == 0 else None
     while not state["finished"]:
         start = time.perf_counter()
         epoch = state["epoch"] + 1
@@ -383,10 +390,16 @@ def train(model: NequIP,
                  state["history"][-1]["train_loss"], val["energy_rmse_per_atom"], val_f,
                  optimizer.param_groups[0]["lr"], seconds,
                  max(0, cfg.max_epochs - epoch) * seconds)
+        progress.update(epoch)
+        if scalars is not None:
+            scalars.add(state["history"][-1])
         checkpoint()
         if size > 1:
             dist.barrier()  # the files are complete before any rank reads them
 
+    progress.close()
+    if scalars is not None:
+        scalars.close()
     if (out_dir / "model.pt").exists():
         best = torch.load(out_dir / "model.pt", map_location=device, weights_only=True)
         model.load_state_dict(best["state_dict"])

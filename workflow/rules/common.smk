@@ -1,6 +1,11 @@
-# Shared names: result paths, the fan-out of MD jobs, and settings passed to the CLI as JSON.
+# Shared names: result paths, the fan-out of MD jobs, settings passed to the CLI as JSON, and
+# the helpers the rule files call (kept here, out of the rule files, as Snakemake's lint asks).
+import os
+import shlex
+
 from synthpre import job_settings
 from synthpre.config_check import ConfigError, check_config, md_jobs
+from synthpre.teachers import get_teacher
 
 MACHINE_PROBLEMS = check_config(config, read_data=workflow.is_main_process)
 if workflow.is_main_process:
@@ -47,3 +52,55 @@ def curve_points():
     points += [f"{mode}/{pre}/n{n}/s{s}" for mode in FT["modes"]
                for pre in pretrained_families() for n in FT["n_train"] for s in FT["seeds"]]
     return points
+
+
+def mpi_prefix(resources, potential):
+    """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
+    An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""
+    tasks = int(getattr(resources, "tasks", 1) or 1)
+    if tasks <= 1 or get_teacher(potential, config.get("teachers")).is_ase:
+        return ""
+    return f"{getattr(resources, 'mpi', None) or 'mpiexec'} -n {tasks} "
+
+
+def data_parallel(resources):
+    """How a training job starts its ranks, one per GPU (synthpre joins them): on a SLURM
+    allocation of several tasks or nodes, srun starts one rank per task; several GPUs on one
+    machine without SLURM tasks, torchrun."""
+    nodes, tasks = (int(getattr(resources, k, 1) or 1) for k in ("nodes", "tasks"))
+    if nodes > 1 or tasks > 1:
+        return "srun "
+    gpus = int(getattr(resources, "gpu", 0) or 0)
+    return f"torchrun --standalone --nproc_per_node={gpus} " if gpus > 1 else ""
+
+
+def pretrain_size(pre):
+    """'--n-pretrain K' for a <labeller>/k<K> model, nothing for all structures."""
+    labeller, _, size = pre.partition("/")
+    return f"--n-pretrain {size.removeprefix('k')}" if size else ""
+
+
+def folder_of(name):
+    """A param holding the folder of the input or output file `name` (as Snakemake's lint asks:
+    derived from the file, not a second hard-coded path)."""
+    return lambda wildcards, input, output: os.path.dirname(
+        getattr(output, name) if name in output.keys() else getattr(input, name))
+
+
+def forgetting_inputs(w):
+    """A fine-tuned point is also measured on its labeller's synthetic validation set, beside
+    the pre-trained model it started from; scratch has no synthetic data of its own."""
+    mode, *pre, _, _ = w.point.split("/")  # <mode>/<labeller>[/k<size>]/n<n>/s<seed>
+    if mode == "scratch":
+        return {}
+    pre = "/".join(pre)
+    return {"init": f"{RESULTS}/pretrain/{pre}/model.pt",
+            "synthetic_val": f"{RESULTS}/shards/{pre.split('/')[0]}/manifest.json"}
+
+
+def forgetting_args(w, input):
+    """--init and --synthetic-val for a fine-tuned point (forgetting_inputs), none for scratch."""
+    if "init" not in input.keys():
+        return ""
+    return (f"--init {shlex.quote(input.init)} "
+            f"--synthetic-val {shlex.quote(input.synthetic_val)}")

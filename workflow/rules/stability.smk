@@ -6,7 +6,7 @@ from synthpre.stability_md import check_stability_config
 
 STAB_STARTS = check_stability_config(config)  # file errors name the field before any job
 if STAB_STARTS == "test":
-    STAB_STARTS = RESULTS + "/real/test.h5"
+    STAB_STARTS = f"{RESULTS}/real/test.h5"
 STAB_MODELS = curve_points() + [f"pretrain/{pre}" for pre in pretrained_families()]
 
 
@@ -19,12 +19,14 @@ rule stability_reference:
     input:
         starts=STAB_STARTS,
     output:
-        json=RESULTS + "/stability/reference/stability.json",
-        frames=RESULTS + "/stability/reference/frames.extxyz",
+        json=f"{RESULTS}/stability/reference/stability.json",
+        frames=f"{RESULTS}/stability/reference/frames.extxyz",
     params:
         settings=lambda w: settings("stability"),
     log:
-        RESULTS + "/logs/stability/reference.log",
+        f"{RESULTS}/logs/stability/reference.log",
+    conda:
+        "../../envs/foundation.yaml"
     shell:
         "synthpre stability --settings {params.settings:q} --starts {input.starts:q} "
         "--out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
@@ -32,16 +34,18 @@ rule stability_reference:
 
 rule stability:
     input:
-        model=RESULTS + "/{model_dir}/model.pt",
+        model=f"{RESULTS}/{{model_dir}}/model.pt",
         starts=STAB_STARTS,
-        reference=RESULTS + "/stability/reference/stability.json",
+        reference=f"{RESULTS}/stability/reference/stability.json",
     output:
-        json=RESULTS + "/{model_dir}/stability.json",
-        frames=RESULTS + "/{model_dir}/stability-frames.extxyz",
+        json=f"{RESULTS}/{{model_dir}}/stability.json",
+        frames=f"{RESULTS}/{{model_dir}}/stability-frames.extxyz",
     params:
         settings=lambda w: settings("stability"),
     log:
-        RESULTS + "/logs/stability/{model_dir}.log",
+        f"{RESULTS}/logs/stability/{{model_dir}}.log",
+    conda:
+        "../../envs/foundation.yaml"
     shell:
         "synthpre stability --settings {params.settings:q} --starts {input.starts:q} "
         "--model {input.model:q} --reference {input.reference:q} --point {wildcards.model_dir:q} "
@@ -50,16 +54,18 @@ rule stability:
 
 rule stability_curves:
     input:
-        results=expand(RESULTS + "/{model_dir}/stability.json", model_dir=STAB_MODELS),
-        reference=RESULTS + "/stability/reference/stability.json",
+        results=expand(f"{RESULTS}/{{model_dir}}/stability.json", model_dir=STAB_MODELS),
+        reference=f"{RESULTS}/stability/reference/stability.json",
     output:
-        csv=report(RESULTS + "/curves/stability.csv", category="Stability",
+        csv=report(f"{RESULTS}/curves/stability.csv", category="Stability",
                    caption="../report/stability_table.rst"),
-        png=RESULTS + "/curves/stability.png",
-        svg=report(RESULTS + "/curves/stability.svg", category="Stability",
+        png=f"{RESULTS}/curves/stability.png",
+        svg=report(f"{RESULTS}/curves/stability.svg", category="Stability",
                    caption="../report/stability.rst"),
     log:
-        RESULTS + "/logs/stability_curves.log",
+        f"{RESULTS}/logs/stability_curves.log",
+    conda:
+        "../../envs/core.yaml"
     shell:
         "synthpre stability-curves --results {input.results:q} --reference {input.reference:q} "
         "--out-csv {output.csv:q} --out-figure {output.png:q} {output.svg:q} > {log:q} 2>&1"
