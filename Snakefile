@@ -36,6 +36,7 @@ report: "workflow/report/workflow.rst"
 rule all:
     input:
         expand(f"{RESULTS}/curves/{{name}}", name=["learning_curve.csv", "learning_curve.png",
-               "learning_curve.svg", "synthetic_size.png", "parity.png", "datasets.csv",
+               "learning_curve.svg", "synthetic_size.png", "forgetting.png", "parity.png",
+               "datasets.csv",
                "wall_times.csv"]),
         expand(f"{RESULTS}/curves/stability.{{ext}}", ext=["csv", "png", "svg"]),

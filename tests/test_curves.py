@@ -1,4 +1,5 @@
-"""Learning-curve arithmetic: data efficiency on a hand-made curve (the paper's numbers)."""
+"""Learning-curve arithmetic on hand-made inputs: data efficiency (the paper's numbers), the
+forgetting columns and the heat map's grid."""
 from __future__ import annotations
 
 import math
@@ -6,7 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from synthpre.aggregate import add_data_efficiency, equivalent_n
+from synthpre.aggregate import (FORGETTING, add_data_efficiency, equivalent_n, learning_curve,
+                                size_grid)
 
 # The paper's direct-fit force RMSE (eV/Å) at n = 25, 100, 400, 3200.
 SCRATCH_N, SCRATCH_F = [25, 100, 400, 3200], [1.27, 1.05, 0.90, 0.71]
@@ -39,3 +41,43 @@ def test_data_efficiency_columns_only_for_pretrained_rows():
     assert pre["scratch_n_equivalent_force"] == pytest.approx(100.0)
     assert pre["scratch_n_equivalent_energy_how"] == "interpolated"
     assert table[table["mode"] == "scratch"]["scratch_n_equivalent_force"].isna().all()
+
+
+def _metrics_rows():
+    """Hand-made metrics: scratch and two fine-tuning modes from one pre-trained size."""
+    rows = []
+    for seed, bump in ((1, 0.0), (2, 0.2)):
+        for n in (10, 40):
+            base = {"n": n, "seed": seed, "steps": 120, "epochs": 30, "best_epoch": 30,
+                    "train_wall_s": 1.0, "stop_reason": "max_epochs",
+                    "test_energy_rmse_per_atom": 0.1, "metrics_file": f"{n}-{seed}"}
+            rows.append({**base, "mode": "scratch", "labeller": "none", "n_pretrain": 0,
+                         "test_force_rmse": 1.6 - n / 100 + bump,
+                         **{k: None for k in FORGETTING}})
+            for mode, forgot in (("finetune", 0.9), ("replay", 0.5)):
+                rows.append({**base, "mode": mode, "labeller": "snap_c", "n_pretrain": 63,
+                             "test_force_rmse": 1.4 - n / 100 + bump,
+                             "synthetic_val_force_rmse": forgot + bump,
+                             "synthetic_val_energy_rmse_per_atom": forgot / 10,
+                             "pretrained_synthetic_val_force_rmse": 0.4,
+                             "pretrained_synthetic_val_energy_rmse_per_atom": 0.04})
+    return pd.DataFrame(rows)
+
+
+def test_forgetting_columns_are_means_and_spreads_over_seeds():
+    table = learning_curve(_metrics_rows()).set_index(["mode", "n"])
+    replay = table.loc[("replay", 10)]
+    assert replay["synthetic_val_force_rmse_mean"] == pytest.approx(0.6)
+    assert replay["synthetic_val_force_rmse_std"] == pytest.approx(0.2 / math.sqrt(2))
+    assert replay["pretrained_synthetic_val_force_rmse_mean"] == pytest.approx(0.4)
+    assert table.loc[("finetune", 40)]["synthetic_val_energy_rmse_per_atom_mean"] == \
+        pytest.approx(0.09)
+    assert math.isnan(table.loc[("scratch", 10)]["synthetic_val_force_rmse_mean"])
+
+
+def test_heat_map_grid_has_scratch_as_row_zero_and_one_mode():
+    table = learning_curve(_metrics_rows())
+    grid = size_grid(table, "replay", "snap_c")
+    assert list(grid.index) == [0, 63] and list(grid.columns) == [10, 40]
+    assert grid.loc[0, 10] == pytest.approx(1.6)  # scratch, mean of 1.5 and 1.7
+    assert grid.loc[63, 40] == pytest.approx(1.1)  # replay at n=40: 1.0 and 1.2

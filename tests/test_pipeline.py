@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from synthpre.frames import read_frames, write_frames
+from synthpre.model import NequIP
 
 from snakemake_run import REPO, SNAKEMAKE, snakemake, write_override
 
@@ -50,6 +53,13 @@ def test_tiny_pipeline_writes_learning_curves(tiny_run, real_like_file):
     k4 = torch.load(tiny_run / "results/tiny/pretrain/snap_c/k4/model.pt", weights_only=True)
     assert k4["meta"]["n_pretrain"] == 4
     assert (curves / "synthetic_size.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (curves / "forgetting.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # forgetting: fine-tuned points are measured on their labeller's synthetic validation set
+    # beside the model they started from; scratch has no synthetic data of its own
+    assert metrics["synthetic_val_force_rmse"] > 0
+    assert metrics["pretrained_synthetic_val_force_rmse"] > 0
+    assert (pre["synthetic_val_force_rmse_mean"] > 0).all()
+    assert table[table["mode"] == "scratch"]["synthetic_val_force_rmse_mean"].isna().all()
     assert set(pre["scratch_n_equivalent_force_how"]) <= {"interpolated", "extrapolated",
                                                           "not reached"}
     assert metrics["test_n_structures"] > 0 and metrics["test_energy_rmse_per_atom"] > 0
@@ -183,11 +193,60 @@ def test_paper_config_dag_builds_here(tmp_path):
     assert "config field 'synthetic.teacher': teacher 'gap17'" in proc.stderr
 
 
+@pytest.mark.slow
+def test_replay_and_frozen_points_train_and_evaluate(tiny_run, tmp_path):
+    """One replay and one frozen point of the tiny run, for real: replay trains on the
+    structures its model was pre-trained on, frozen keeps the pre-trained layers (tiny has
+    one interaction layer, so freeze_layers 1 leaves the readout), both measure forgetting."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, symlinks=True)
+    override = yaml.safe_load((run / "override.yaml").read_text())
+    override["finetune"] = {"modes": ["finetune", "replay", "frozen"]}
+    (run / "override.yaml").write_text(yaml.safe_dump(override))
+    results = run / "results/tiny"
+    targets = ("results/tiny/replay/lcbop/n3/s1/metrics.json",
+               "results/tiny/frozen/snap_c/k4/n3/s1/metrics.json")
+    snakemake(run, "--cores", "2", targets=targets)
+    replay = torch.load(results / "replay/lcbop/n3/s1/model.pt", weights_only=True)["meta"]
+    n_lcbop = json.loads((results / "shards/lcbop/manifest.json").read_text())["counts"]["train"]
+    assert replay["stage"] == "replay" and replay["replay_structures"] == n_lcbop
+    assert replay["settings"]["replay"] == {"fraction": 0.5, "weight": 0.3}
+    frozen = torch.load(results / "frozen/snap_c/k4/n3/s1/model.pt", weights_only=True)
+    init = torch.load(results / "pretrain/snap_c/k4/model.pt", weights_only=True)
+    weights = [name for name, _ in NequIP.from_config(frozen["config"]).named_parameters()]
+    assert weights[-2:] == ["head_1.weight", "head_2.weight"]
+    for name in weights:
+        unchanged = torch.equal(frozen["state_dict"][name], init["state_dict"][name])
+        assert unchanged == (not name.startswith("head_")), name
+    for target in targets:
+        metrics = json.loads((run / target).read_text())
+        assert metrics["mode"] in ("replay", "frozen") and metrics["test_force_rmse"] > 0
+        assert metrics["synthetic_val_force_rmse"] > 0
+        assert metrics["pretrained_synthetic_val_force_rmse"] > 0
+
+
+def test_demo_sweep_plans_every_mode_and_size(tmp_path):
+    """configs/demo-sweep.yaml: 2 synthetic sizes x 3 fine-tuning modes x 2 n x 2 seeds, plus
+    scratch at 2 n x 2 seeds."""
+    write_override(tmp_path, REPO / "data/demo/carbon-dft.extxyz")
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--quiet", "rules", "--configfile",
+         str(REPO / "config.yaml"), str(REPO / "configs/demo-sweep.yaml"),
+         str(tmp_path / "override.yaml")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert {rule: counts[rule] for rule in ("pretrain", "finetune", "replay", "frozen",
+                                            "scratch", "evaluate", "stability")} == \
+        {"pretrain": 2, "finetune": 8, "replay": 8, "frozen": 8, "scratch": 4, "evaluate": 28,
+         "stability": 30}
+
+
 def test_report_builds_with_learning_curves(tiny_run):
     snakemake(tiny_run, "--report", "report.html")
     html = (tiny_run / "report.html").read_text(errors="replace")
     for name in ("learning_curve.svg", "parity.png", "datasets.csv", "wall_times.csv",
-                 "stability.svg", "stability.csv"):
+                 "stability.svg", "stability.csv", "synthetic_size.png", "forgetting.png"):
         assert name in html, name
     # the report opens on the workflow's rule graph (Snakemake draws it; no Graphviz needed)
     spec = json.loads(re.search(r"var rulegraph_spec = (\{.*?\});\s*</script>", html,

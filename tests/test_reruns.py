@@ -49,6 +49,9 @@ def finished(tiny_run, tmp_path_factory):
     ({"pretrain": {"sizes": [2, 4, "all"]}},
      {"pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1, "stability": 6,
       "stability_curves": 1}),
+    # a new fine-tuning mode: its own jobs only; finetune and scratch stay
+    ({"finetune": {"modes": ["finetune", "replay"]}},
+     {"replay": 8, "evaluate": 8, "aggregate": 1, "stability": 8, "stability_curves": 1}),
     ({"finetune": {"lr": 0.001}},
      {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1, "stability": 10,
       "stability_curves": 1}),

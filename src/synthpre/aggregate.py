@@ -19,6 +19,10 @@ METRICS = {"test_energy_rmse_per_atom": ("Energy RMSE (meV/atom)", 1000.0),
 
 # The training budget each point got (training.py's stopping rule), kept beside its errors.
 BUDGET = ["steps", "epochs", "best_epoch", "train_wall_s"]
+# Forgetting: a fine-tuned model's errors on its labeller's synthetic validation set, and the
+# pre-trained model's it started from (synthpre.evaluate.forgetting); none for scratch.
+FORGETTING = [f"{who}synthetic_val_{key}" for who in ("", "pretrained_")
+              for key in ("energy_rmse_per_atom", "force_rmse")]
 
 
 def load_metrics(paths: list[str]) -> pd.DataFrame:
@@ -28,20 +32,29 @@ def load_metrics(paths: list[str]) -> pd.DataFrame:
         rows.append({"mode": m["mode"], "labeller": m["labeller"], "n_pretrain": m["n_pretrain"],
                      "n": m["n"], "seed": m["seed"],
                      **{k: m[k] for k in METRICS}, **{k: m[k] for k in BUDGET},
+                     **{k: m.get(k) for k in FORGETTING},
                      "stop_reason": m["stop_reason"], "metrics_file": path})
+        if (m["mode"] == "scratch") != (m.get(FORGETTING[0]) is None):
+            raise ValueError(f"{path}: a fine-tuned point needs its synthetic-validation "
+                             f"errors (forgetting) and scratch has none; re-evaluate it")
     return pd.DataFrame(rows)
 
 
 FAMILY = ["mode", "labeller", "n_pretrain"]  # one curve: a model family over n
 
 
+MODE_NAMES = {"finetune": "fine-tuned", "replay": "replay fine-tuned",
+              "frozen": "frozen-layer fine-tuned"}
+
+
 def family_name(mode: str, labeller: str, n_pretrain: int) -> str:
-    return "scratch" if mode == "scratch" else f"pre-trained ({labeller}, {n_pretrain} synthetic)"
+    return "scratch" if mode == "scratch" else \
+        f"{MODE_NAMES[mode]} ({labeller}, {n_pretrain} synthetic)"
 
 
 def learning_curve(df: pd.DataFrame) -> pd.DataFrame:
     grouped = df.groupby([*FAMILY, "n"])
-    table = grouped[list(METRICS)].agg(["mean", "std"])
+    table = grouped[list(METRICS) + FORGETTING].agg(["mean", "std"])
     table.columns = [f"{metric}_{stat}" for metric, stat in table.columns]
     table["n_seeds"] = grouped.size()
     for key in BUDGET:
@@ -92,31 +105,64 @@ def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:
                         capsize=3, label=family_name(*family))
         ax.set(xscale="log", yscale="log", xlabel="real training structures n", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     for path in (png, svg):
         with atomic_path(path) as tmp:
             fig.savefig(tmp, dpi=150, format=path.suffix[1:])
     plt.close(fig)
 
 
+def size_grid(table: pd.DataFrame, mode: str, labeller: str) -> pd.DataFrame:
+    """Mean test force RMSE with synthetic structures (rows, 0 = scratch) x real structures
+    (columns) for one fine-tuning mode and labeller: the paper's heat map."""
+    rows = pd.concat([table[table["mode"] == "scratch"],
+                      table[(table["mode"] == mode) & (table["labeller"] == labeller)]])
+    return rows.pivot(index="n_pretrain", columns="n", values="test_force_rmse_mean")
+
+
 def plot_size_sweep(table: pd.DataFrame, png: Path) -> None:
-    """Test force RMSE over (synthetic structures, real structures), one panel per labeller,
-    as the paper's heat map; scratch is the row of 0 synthetic structures."""
-    scratch = table[table["mode"] == "scratch"]
-    labellers = sorted(set(table["labeller"]) - {"none"})
-    fig, axes = plt.subplots(1, len(labellers), figsize=(4.2 * len(labellers), 3.4),
+    """The heat map of ``size_grid``, one panel per fine-tuning mode and labeller."""
+    panels = sorted({(m, lab) for m, lab in zip(table["mode"], table["labeller"])
+                     if m != "scratch"})
+    grids = [size_grid(table, mode, labeller) for mode, labeller in panels]
+    low = min(float(np.nanmin(g.to_numpy())) for g in grids)  # one colour scale: panels compare
+    high = max(float(np.nanmax(g.to_numpy())) for g in grids)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4),
                              squeeze=False, constrained_layout=True)
-    for ax, labeller in zip(axes[0], labellers):
-        rows = pd.concat([scratch, table[table["labeller"] == labeller]])
-        grid = rows.pivot(index="n_pretrain", columns="n", values="test_force_rmse_mean")
-        image = ax.imshow(grid.to_numpy(), origin="lower", cmap="viridis_r", aspect="auto")
+    for ax, (mode, labeller), grid in zip(axes[0], panels, grids):
+        image = ax.imshow(grid.to_numpy(), origin="lower", cmap="viridis_r", aspect="auto",
+                          vmin=low, vmax=high)
         ax.set_xticks(range(grid.shape[1]), grid.columns)
         ax.set_yticks(range(grid.shape[0]), grid.index)
         for (i, j), value in np.ndenumerate(grid.to_numpy()):
-            ax.text(j, i, f"{value:.2f}", ha="center", va="center", color="w", fontsize=8)
-        ax.set(xlabel="real training structures n", ylabel="synthetic structures",
-               title=f"test force RMSE (eV/Å), {labeller}")
+            ax.text(j, i, f"{value:.2f}", ha="center", va="center", fontsize=8,
+                    color="k" if value < (low + high) / 2 else "w")
+        ax.set(xlabel="real training structures n", ylabel="synthetic structures")
+        ax.set_title(f"test force RMSE (eV/Å), {MODE_NAMES[mode]}, {labeller}", fontsize=9)
         fig.colorbar(image, ax=ax)
+    with atomic_path(png) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
+    plt.close(fig)
+
+
+def plot_forgetting(table: pd.DataFrame, png: Path) -> None:
+    """Each fine-tuned family's errors on its labeller's synthetic validation set against n,
+    with the pre-trained model it started from as a dashed line: what fine-tuning forgot."""
+    tuned = table[table["mode"] != "scratch"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    for ax, (key, label, factor) in zip(axes, (
+            ("energy_rmse_per_atom", "synthetic val energy RMSE (meV/atom)", 1000.0),
+            ("force_rmse", "synthetic val force RMSE (eV/Å)", 1.0))):
+        for family, curve in tuned.groupby(FAMILY):
+            line = ax.errorbar(curve["n"], curve[f"synthetic_val_{key}_mean"] * factor,
+                               yerr=curve[f"synthetic_val_{key}_std"].fillna(0) * factor,
+                               marker="o", capsize=3, label=family_name(*family))
+            if family[0] == "finetune" or not (tuned["mode"] == "finetune").any():
+                ax.axhline(curve[f"pretrained_synthetic_val_{key}_mean"].iloc[0] * factor,
+                           ls="--", lw=1, color=line[0].get_color())
+        ax.set(xscale="log", yscale="log", xlabel="real training structures n", ylabel=label)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize=7, title="dashed: before fine-tuning", title_fontsize=7)
     with atomic_path(png) as tmp:
         fig.savefig(tmp, dpi=120, format="png")
     plt.close(fig)
@@ -180,6 +226,7 @@ def aggregate(metric_files: list[str], out_dir: str, parity: list[str], manifest
     write_csv(table, out / "learning_curve.csv")
     plot(table, out / "learning_curve.png", out / "learning_curve.svg")
     plot_size_sweep(table, out / "synthetic_size.png")
+    plot_forgetting(table, out / "forgetting.png")
     plot_parity(metrics, dict(zip(metric_files, parity)), out / "parity.png")
     write_csv(dataset_table(manifests, real_summary), out / "datasets.csv")
     write_csv(wall_times(metrics, md_status), out / "wall_times.csv")

@@ -109,7 +109,7 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_point
 
     metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out,
-                             args.parity)
+                             args.parity, init=args.init, synthetic_manifest=args.synthetic_val)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
 
 
@@ -212,14 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="pre-train, fine-tune or train from scratch")
     _add_settings(p, lambda config, args: job_settings.train(config, args.stage))
-    p.add_argument("--stage", choices=["pretrain", "finetune", "scratch"], required=True)
-    p.add_argument("--manifest", help="shard manifest (pre-training)")
+    p.add_argument("--stage", choices=["pretrain", "finetune", "replay", "frozen", "scratch"],
+                   required=True, help="replay and frozen: fine-tuning modes (synthpre.train)")
+    p.add_argument("--manifest", help="shard manifest (pre-training; replay's synthetic frames)")
     p.add_argument("--n-pretrain", type=int,
                    help="pre-train on this many synthetic structures (by trajectory), not all")
     p.add_argument("--real-dir", help="real data folder (fine-tuning and scratch)")
     p.add_argument("--n", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--init", help="pre-trained model to start from (fine-tuning)")
+    p.add_argument("--init", help="pre-trained model to start from (fine-tuning modes)")
     p.add_argument("--out", required=True, help="model file to write")
     p.set_defaults(func=cmd_train)
 
@@ -230,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", required=True, help="e.g. finetune/snap_c/n25/s1 or scratch/n25/s1")
     p.add_argument("--out", required=True, help="metrics.json")
     p.add_argument("--parity", required=True, help="parity.npz (test-set predictions)")
+    p.add_argument("--init", help="the pre-trained model a fine-tuned point started from")
+    p.add_argument("--synthetic-val", help="shard manifest of that model's labeller: "
+                                           "forgetting on its synthetic validation set")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="learning-curve table and plot")

@@ -74,6 +74,7 @@ def check_config(config: dict, read_data: bool = True) -> list[str]:
             check_packing(symbols, density, syn["min_distance"])
         except ValueError as err:
             raise ConfigError(f"config field 'synthetic.densities': {err}") from None
+    check_freeze_layers(config)
     source = config["real"]["source"]
     path = source.removeprefix(DFT_PREFIX)
     if not source.startswith(FETCH_PREFIX) and not os.path.exists(path):
@@ -81,6 +82,20 @@ def check_config(config: dict, read_data: bool = True) -> list[str]:
     if read_data and not source.startswith((FETCH_PREFIX, DFT_PREFIX)):
         check_real_data(config)
     return machine
+
+
+def check_freeze_layers(config: dict) -> None:
+    """Frozen fine-tuning cannot freeze more interaction layers than the model has."""
+    ft = config["finetune"]
+    if "frozen" not in ft["modes"] or ft["freeze_layers"] == "all":
+        return
+    layers = config["model"].get("num_layers")
+    if layers is None:
+        from .model import DEFAULT_CONFIG  # torch and e3nn: only when the config lacks it
+        layers = DEFAULT_CONFIG["num_layers"]
+    if ft["freeze_layers"] > layers:
+        raise ConfigError(f"config field 'finetune.freeze_layers' is {ft['freeze_layers']} but "
+                          f"model.num_layers is {layers}; use at most {layers}, or 'all'")
 
 
 def check_real_data(config: dict) -> None:

@@ -1,4 +1,6 @@
-"""Evaluate one learning-curve point on the fixed real test (and validation) set."""
+"""Evaluate one learning-curve point on the fixed real test (and validation) set, and a
+fine-tuned model also on its labeller's synthetic validation set beside the pre-trained model
+it started from: how much of the pre-training it forgot."""
 from __future__ import annotations
 
 import re
@@ -7,18 +9,22 @@ import numpy as np
 
 from .atomic import atomic_path, write_json
 from .modelfile import load_model
+from .replay import shift_energies
+from .shard import shard_paths
 from .shard_files import read_shard
+from .train import FINETUNE_MODES, MAX_VAL_STRUCTURES
 from .trainer import evaluate_metrics, predict
 
-POINT = re.compile(r"(?P<mode>scratch|finetune)(/(?P<labeller>[^/]+)(/k\d+)?)?"
+POINT = re.compile(rf"(?P<mode>scratch|{'|'.join(FINETUNE_MODES)})(/(?P<labeller>[^/]+)(/k\d+)?)?"
                    r"/n(?P<n>\d+)/s(?P<seed>\d+)")
 
 
 def parse_point(point: str) -> dict:
     match = POINT.fullmatch(point)
-    if match is None:
+    if match is None or (match["mode"] == "scratch") != (match["labeller"] is None):
         raise ValueError(f"--point '{point}' is not 'scratch/n<N>/s<seed>' or "
-                         f"'finetune/<labeller>[/k<size>]/n<N>/s<seed>'")
+                         f"'<mode>/<labeller>[/k<size>]/n<N>/s<seed>' with a mode of "
+                         f"{', '.join(FINETUNE_MODES)}")
     return {"mode": match["mode"], "labeller": match["labeller"] or "none",
             "n": int(match["n"]), "seed": int(match["seed"])}
 
@@ -39,9 +45,38 @@ def write_parity(path: str, records: list[dict], preds: list) -> None:
                  forces_pred=np.concatenate([p[1].ravel() for p in preds]))
 
 
+def synthetic_errors(model_path: str, records: list[dict]) -> dict:
+    """Energy and force errors of a model on synthetic structures, in the model's own energy
+    reference: the labels move by the shift change its fine-tuning applied (none for a
+    pre-trained model), as replay's labels do (``synthpre.replay``)."""
+    model, meta = load_model(model_path)
+    found = evaluate_metrics(model, shift_energies(records, meta.get("shift_change", {})))
+    return {"energy_rmse_per_atom": found["energy_rmse_per_atom"],
+            "force_rmse": found["force_rmse"]}
+
+
+def forgetting(model_path: str, init_path: str, manifest: str) -> dict:
+    """The fine-tuned and the pre-trained model's errors on the labeller's synthetic
+    validation set (the first MAX_VAL_STRUCTURES, as pre-training validated on)."""
+    records = [r for p in shard_paths(manifest, "val") for r in read_shard(p)]
+    records = records[:MAX_VAL_STRUCTURES]
+    if not records:
+        raise ValueError(f"{manifest}: no synthetic validation structures to measure "
+                         f"forgetting on (synthetic.val_fraction is 0?)")
+    return {f"{prefix}synthetic_val_{key}": value
+            for prefix, path in (("", model_path), ("pretrained_", init_path))
+            for key, value in synthetic_errors(path, records).items()}
+
+
 def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, out: str,
-                   parity_out: str) -> dict:
+                   parity_out: str, init: str | None = None,
+                   synthetic_manifest: str | None = None) -> dict:
+    """Errors of one point; a fine-tuned point (``init`` and ``synthetic_manifest`` given,
+    and only then) also gets its forgetting."""
     info = parse_point(point)
+    if (info["mode"] == "scratch") != (init is None or synthetic_manifest is None):
+        raise ValueError(f"--point {point}: --init and --synthetic-val are needed for a "
+                         f"fine-tuned point and only for one")
     model, meta = load_model(model_path)
     missing = [k for k in TRAINING_RECORD if k not in meta]
     if missing:
@@ -58,6 +93,7 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
         **{k: meta[k] for k in TRAINING_RECORD if k != "wall_time_s"},
         "train_wall_s": meta["wall_time_s"],
         "model": model_path,
+        **(forgetting(model_path, init, synthetic_manifest) if init else {}),
     }
     write_parity(parity_out, test_records, test_preds)
     write_json(out, metrics)

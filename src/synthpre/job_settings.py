@@ -86,12 +86,18 @@ def dft(config: dict) -> dict:
 
 def train(config: dict, stage: str) -> dict:
     """A training job's recipe: the model, and ``train`` merged with the stage's overrides.
-    ``stage`` is pretrain, finetune or scratch (scratch: the finetune recipe from fresh
-    weights; both fit the energy shift to their data or neither, so the comparison is fair)."""
+    ``stage`` is pretrain, scratch or a fine-tuning mode (finetune, replay, frozen); scratch
+    is the finetune recipe from fresh weights (every mode fits the energy shift to its data or
+    none does, so the comparison is fair). Only replay jobs read ``finetune.replay`` and only
+    frozen jobs ``finetune.freeze_layers``, so changing one reruns that mode alone."""
     section = "pretrain" if stage == "pretrain" else "finetune"
     merged = {**config["train"], **config[section]}
     settings = {"elements": config["elements"], "model": config["model"],
                 "train": {k: merged[k] for k in TRAIN_FIELDS}}
     if stage != "pretrain":
         settings["fit_shift"] = config["finetune"]["fit_shift"]
+    if stage == "replay":
+        settings["replay"] = config["finetune"]["replay"]
+    if stage == "frozen":
+        settings["freeze_layers"] = config["finetune"]["freeze_layers"]
     return settings

@@ -1,5 +1,5 @@
 """Stability over the learning curve: every model's stability.json -> one table and a figure
-(survival and time survived against n, pre-trained vs scratch, per labeller)."""
+(survival and time survived against n, each fine-tuning mode vs scratch, per labeller)."""
 from __future__ import annotations
 
 import json
@@ -14,18 +14,21 @@ import pandas as pd  # noqa: E402
 
 from .atomic import atomic_path  # noqa: E402
 
-POINT = re.compile(r"(?P<mode>scratch|finetune|pretrain)(/(?P<labeller>[^/]+)(/k(?P<k>\d+))?)?"
+POINT = re.compile(r"(?P<mode>scratch|finetune|replay|frozen|pretrain)"
+                   r"(/(?P<labeller>[^/]+)(/k(?P<k>\d+))?)?"
                    r"(/n(?P<n>\d+)/s(?P<seed>\d+))?")
 
 
 def parse_point(point: str) -> dict:
-    """scratch/n<N>/s<seed>, finetune/<labeller>[/k<size>]/n<N>/s<seed> or
-    pretrain/<labeller>[/k<size>] (size: synthetic structures pre-trained on, else all)."""
+    """scratch/n<N>/s<seed>, <mode>/<labeller>[/k<size>]/n<N>/s<seed> (mode: finetune,
+    replay, frozen) or pretrain/<labeller>[/k<size>] (size: synthetic structures pre-trained
+    on, else all)."""
     match = POINT.fullmatch(point or "")
     if match is None or (match["mode"] == "pretrain") != (match["n"] is None) \
             or (match["mode"] == "scratch") != (match["labeller"] is None):
         raise ValueError(f"point '{point}' is not scratch/n<N>/s<seed>, "
-                         f"finetune/<labeller>/n<N>/s<seed> or pretrain/<labeller>")
+                         f"<finetune|replay|frozen>/<labeller>/n<N>/s<seed> or "
+                         f"pretrain/<labeller>")
     return {"mode": match["mode"], "labeller": match["labeller"] or "none",
             "pretrain_size": match["k"] or ("all" if match["labeller"] else "none"),
             "n": int(match["n"]) if match["n"] else None,
@@ -66,13 +69,13 @@ def stability_table(results: list[str], reference: str) -> pd.DataFrame:
 
 def plot(table: pd.DataFrame, figures: list[str]) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
-    curves = table[table["mode"].isin(["scratch", "finetune"])]
+    curves = table[~table["mode"].isin(["teacher", "pretrain"])]
     panels = (("survival_fraction", "runs surviving (fraction)"),
               ("mean_time_survived_ps", "time survived (ps, mean)"))
     for ax, (col, label) in zip(axes, panels):
         for (mode, labeller, size), curve in curves.groupby(["mode", "labeller",
                                                              "pretrain_size"]):
-            name = "scratch" if mode == "scratch" else f"pre-trained ({labeller}, {size})"
+            name = "scratch" if mode == "scratch" else f"{mode} ({labeller}, {size})"
             mean = curve.groupby("n")[col].agg(["mean", "std"])
             ax.errorbar(mean.index.astype(int), mean["mean"], yerr=mean["std"].fillna(0),
                         marker="o", capsize=3, label=name)

@@ -1,7 +1,10 @@
 """One training job of the pipeline: build or load the model, pick the data, train, save.
 
-Pre-training streams the synthetic shards; fine-tuning starts from a pre-trained model file;
-training from scratch is the same recipe from fresh weights (the learning-curve baseline).
+Pre-training streams the synthetic shards; fine-tuning starts from a pre-trained model file,
+in one of three modes (``FINETUNE_MODES``: every weight trains; ``replay`` adds synthetic
+frames of the model's own pre-training data to every batch, ``synthpre.replay``; ``frozen``
+keeps the first layers, ``synthpre.freeze``); training from scratch is the same recipe from
+fresh weights (the learning-curve baseline).
 The trainer works in ``<model dir>/train/`` (checkpoints, metrics.csv); the output model is
 written (atomically) only at the end, so a killed job never leaves a model Snakemake takes as
 done.
@@ -21,16 +24,19 @@ import torch.distributed as dist
 
 from .atomic import folder_lock, read_json
 from .composition import fit_per_species, species_counts
+from .freeze import freeze
 from .job_settings import strict
 from .model import NequIP
 from .modelfile import load_model, save_model
 from .preemption import request_stop
 from .real_data import training_subset
+from .replay import Replay, shift_energies
 from .shard import pretraining_subset, shard_paths
 from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
 from .trainer import TrainConfig, mean_neighbors, predict, train, world
 
 MAX_VAL_STRUCTURES = 1000
+FINETUNE_MODES = ("finetune", "replay", "frozen")
 
 
 def train_config(settings: dict, device: str) -> TrainConfig:
@@ -98,18 +104,43 @@ def fit_shift(model: NequIP, records: list[dict]) -> dict[str, float]:
     return {s: float(d) for s, d in zip(model.species, delta)}
 
 
+def replay_source(settings: dict, manifest: str, init: str, init_meta: dict, seed: int,
+                  shift_change: dict[str, float]) -> Replay:
+    """The replay frames of a fine-tuning job: the very structures ``init`` was pre-trained on
+    (its n_pretrain and pre-training seed pick them from ``manifest``'s training shards), with
+    energies moved into the fine-tuned model's reference (``synthpre.replay``)."""
+    info = read_json(manifest, "shard manifest")
+    if info["labeller"] != init_meta.get("labeller"):
+        raise ValueError(f"replay: {manifest} holds {info['labeller']} labels but {init} was "
+                         f"pre-trained on {init_meta.get('labeller')} labels")
+    verify_checksums(Path(manifest).parent, info["shards"], manifest)
+    paths = shard_paths(manifest, "train")
+    chosen = pretraining_subset(paths, init_meta["n_pretrain"],
+                                init_meta["settings"]["train"]["seed"])
+    records = []
+    for path in (p for p in paths if p in chosen):
+        shard = read_shard(path)
+        records += [shard[i] for i in chosen[path]]
+    return Replay(shift_energies(records, shift_change), settings["replay"]["fraction"],
+                  settings["replay"]["weight"], seed)
+
+
 def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
                  init: str | None = None, n_pretrain: int | None = None) -> dict:
     """One pipeline training job: ``stage`` is pretrain (shards of ``manifest``; the first
-    ``n_pretrain`` structures by trajectory, or all), finetune (from ``init`` on the real
-    subset n, seed) or scratch (the same, from fresh weights)."""
+    ``n_pretrain`` structures by trajectory, or all), a fine-tuning mode (from ``init`` on the
+    real subset n, seed; replay also reads ``manifest``) or scratch (from fresh weights)."""
     # SLURM sends SIGTERM at the time limit (SIGUSR1 also works, e.g. from scancel): checkpoint
     # at the next batch and stop; the retried job resumes from <model dir>/train/checkpoint.pt.
     for signum in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(signum, request_stop)
-    if (stage == "finetune") != (init is not None):
-        raise ValueError(f"stage {stage}: --init is needed for finetune and only for finetune")
+    if (stage in FINETUNE_MODES) != (init is not None):
+        raise ValueError(f"stage {stage}: --init is needed for {', '.join(FINETUNE_MODES)} "
+                         f"and only for them")
+    if (stage in ("pretrain", "replay")) != (manifest is not None):
+        raise ValueError(f"stage {stage}: --manifest is needed for pretrain and replay and "
+                         f"only for them")
     cfg = train_config(settings, join_ranks_and_pick_device())
     model_cfg = dict(settings["model"])
     workdir = Path(out).parent / "train"
@@ -149,6 +180,8 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
                              f"`synthpre train --stage pretrain`?)")
         source.update(init=init, n_pretrain=init_meta["n_pretrain"])
         inputs["init"] = init
+        if stage == "replay":
+            inputs["manifest"] = manifest
     # Everything that determines the result: a checkpoint is resumed only under the same.
     checksums = {key: sha256(path) for key, path in inputs.items()}
     fingerprint = {"stage": stage, "settings": settings, "n": n, "seed": seed,
@@ -162,10 +195,17 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
                                     "avg_num_neighbors": avg_neighbours})
     if stage != "pretrain" and settings["fit_shift"]:
         source["shift_change"] = fit_shift(model, train_data)
+    replay = None
+    if stage == "replay":
+        replay = replay_source(settings, manifest, init, init_meta, seed,
+                               source.get("shift_change", {}))
+        source["replay_structures"] = len(replay.records)
+    if stage == "frozen":
+        source["frozen_parameters"] = freeze(model, settings["freeze_layers"])
     with folder_lock(workdir, "training") if world()[0] == 0 else contextlib.nullcontext():
         summary = train(model, train_data, val, cfg, workdir,
                         meta={"e0": e0, "stage": stage, **source},
-                        fingerprint=fingerprint, name=name)
+                        fingerprint=fingerprint, name=name, replay=replay)
         history = summary.pop("history")
         meta = {"e0": e0, "stage": stage, **source, **summary, "settings": settings}
         if world()[0] == 0:

@@ -12,6 +12,11 @@ rank draws the same batches and trains on its share of each (structures ``rank::
 the loss is normalised by the whole batch's counts and the gradients are summed over ranks
 (one ``all_reduce``), so the step is the single-process step on the whole batch. One code
 path: a world size of 1 is the plain case. Only rank 0 writes files.
+
+Fine-tuning variants plug in without a second loop: parameters with ``requires_grad`` off
+(frozen fine-tuning, ``synthpre.freeze``) stay out of the optimiser, so they keep their values
+exactly (and the EMA of an unchanged weight is that weight); a ``replay`` source
+(``synthpre.replay``) adds weighted synthetic structures to every batch.
 """
 from __future__ import annotations
 
@@ -98,23 +103,26 @@ def shard_batch(graphs: list[Batch], rank: int, size: int) -> tuple[Batch, tuple
     return concat(graphs[rank::size]), totals
 
 
-def gradient_step(model: NequIP, graphs: list[Batch], energy_weight: float, device) -> float:
-    """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss."""
+def gradient_step(model: NequIP, graphs: list[Batch], energy_weight: float, device,
+                  replay: list[Batch] = (), replay_weight: float = 0.0) -> float:
+    """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss.
+    ``replay`` graphs add ``replay_weight`` x their own loss (normalised over themselves)."""
     rank, size = world()
-    if graphs[rank::size]:
-        batch, totals = shard_batch(graphs, rank, size)
-        batch = batch.to(device)
-        loss = loss_fn(model(batch), batch, energy_weight, totals)
+    loss = torch.zeros((), dtype=model.dtype, device=device)
+    for part, weight in ((graphs, 1.0), (replay, replay_weight)):
+        if part[rank::size]:  # a last batch smaller than the world: some ranks add nothing
+            batch, totals = shard_batch(part, rank, size)
+            batch = batch.to(device)
+            loss = loss + weight * loss_fn(model(batch), batch, energy_weight, totals)
+    if loss.requires_grad:
         loss.backward()
         loss = loss.detach()
-    else:  # a last batch smaller than the world: this rank adds nothing
-        loss = torch.zeros((), dtype=model.dtype, device=device)
     if size > 1:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p)
-                 for p in model.parameters()]
+        trained = [p for p in model.parameters() if p.requires_grad]
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in trained]
         flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1)])
         dist.all_reduce(flat)  # sum: the shares' losses add up to the whole batch's
-        for p, g in zip(model.parameters(), flat[:-1].split([q.numel() for q in grads])):
+        for p, g in zip(trained, flat[:-1].split([q.numel() for q in grads])):
             p.grad = g.view_as(p).clone()
         loss = flat[-1]
     return loss.item()
@@ -252,7 +260,7 @@ def _check_finite(value: float, what: str, where: str) -> None:
 def train(model: NequIP,
           train_data: list[dict] | Callable[[int], Iterable[list[dict]]],
           val_records: list[dict], cfg: TrainConfig, out_dir, meta: dict | None = None,
-          fingerprint: dict | None = None, name: str = "training") -> dict:
+          fingerprint: dict | None = None, name: str = "training", replay=None) -> dict:
     """Train ``model`` in place and save the best EMA model to ``out_dir/model.pt``.
 
     ``train_data`` is a list of records (shuffled per epoch, neighbour lists cached) or a
@@ -261,7 +269,8 @@ def train(model: NequIP,
     ``e0``, data reference) goes into the model file. ``fingerprint`` (JSON-able: everything
     that determines the result) is stored in the checkpoint, which is resumed only by an
     unfinished training with the same fingerprint; otherwise ``out_dir`` starts afresh.
-    ``name`` (stage and data) heads error messages. A non-finite loss or validation error
+    ``name`` (stage and data) heads error messages. ``replay`` (a ``synthpre.replay.Replay``)
+    adds its weighted synthetic structures to every batch. A non-finite loss or validation error
     raises ``TrainingDiverged``. On return ``model`` holds the best EMA weights. Returns a
     summary dict.
     """
@@ -279,7 +288,7 @@ def train(model: NequIP,
         for p in model.parameters():
             dist.broadcast(p.data, 0)
     ema = copy.deepcopy(model).eval()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     state = {"epoch": 0, "ema_updates": 0, "best": math.inf, "best_epoch": 0,
@@ -329,7 +338,11 @@ def train(model: NequIP,
         # A resumed epoch skips the batches it already trained on: same batches, same order.
         for batch_graphs in itertools.islice(batches, state["batches_done"], None):
             optimizer.zero_grad(set_to_none=True)
-            loss = gradient_step(model, batch_graphs, cfg.energy_weight, device)
+            extra = [] if replay is None else [
+                build_graph(r, *graph_args)
+                for r in replay.draw(epoch, state["batches_done"], len(batch_graphs))]
+            loss = gradient_step(model, batch_graphs, cfg.energy_weight, device, extra,
+                                 replay.weight if replay else 0.0)
             _check_finite(loss, "the training loss", f"{name}, epoch {epoch}, batch "
                                                       f"{state['batches_done'] + 1}")
             state["epoch_losses"].append(loss)

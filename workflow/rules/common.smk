@@ -1,6 +1,7 @@
 # Shared names: result paths, the fan-out of MD jobs, settings passed to the CLI as JSON, and
 # the helpers the rule files call (kept here, out of the rule files, as Snakemake's lint asks).
 import os
+import shlex
 
 from synthpre import job_settings
 from synthpre.config_check import ConfigError, check_config, md_jobs
@@ -45,11 +46,11 @@ def pretrained_families():
 
 
 def curve_points():
-    """Every learning-curve point: fine-tuned from each pre-trained model, and scratch, for
-    each n and seed."""
+    """Every learning-curve point: each pre-trained model fine-tuned in each mode of
+    finetune.modes (finetune, replay, frozen), and scratch, for each n and seed."""
     points = [f"scratch/n{n}/s{s}" for n in FT["n_train"] for s in FT["seeds"]]
-    points += [f"finetune/{pre}/n{n}/s{s}" for pre in pretrained_families()
-               for n in FT["n_train"] for s in FT["seeds"]]
+    points += [f"{mode}/{pre}/n{n}/s{s}" for mode in FT["modes"]
+               for pre in pretrained_families() for n in FT["n_train"] for s in FT["seeds"]]
     return points
 
 
@@ -84,3 +85,22 @@ def folder_of(name):
     derived from the file, not a second hard-coded path)."""
     return lambda wildcards, input, output: os.path.dirname(
         getattr(output, name) if name in output.keys() else getattr(input, name))
+
+
+def forgetting_inputs(w):
+    """A fine-tuned point is also measured on its labeller's synthetic validation set, beside
+    the pre-trained model it started from; scratch has no synthetic data of its own."""
+    mode, *pre, _, _ = w.point.split("/")  # <mode>/<labeller>[/k<size>]/n<n>/s<seed>
+    if mode == "scratch":
+        return {}
+    pre = "/".join(pre)
+    return {"init": f"{RESULTS}/pretrain/{pre}/model.pt",
+            "synthetic_val": f"{RESULTS}/shards/{pre.split('/')[0]}/manifest.json"}
+
+
+def forgetting_args(w, input):
+    """--init and --synthetic-val for a fine-tuned point (forgetting_inputs), none for scratch."""
+    if "init" not in input.keys():
+        return ""
+    return (f"--init {shlex.quote(input.init)} "
+            f"--synthetic-val {shlex.quote(input.synthetic_val)}")

@@ -2,25 +2,28 @@
 # tables and figures of the Snakemake report.
 
 wildcard_constraints:
-    point=r"(scratch|finetune/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+",
+    point=r"(scratch|(finetune|replay|frozen)/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+",
 
 
 rule evaluate:
     input:
+        unpack(forgetting_inputs),
         model=f"{RESULTS}/{{point}}/model.pt",
         test=f"{RESULTS}/real/test.h5",
         val=f"{RESULTS}/real/val.h5",
     output:
         metrics=f"{RESULTS}/{{point}}/metrics.json",
         parity=f"{RESULTS}/{{point}}/parity.npz",
+    params:
+        forgetting=forgetting_args,
     log:
         f"{RESULTS}/logs/evaluate/{{point}}.log",
     conda:
         "../../envs/core.yaml"
     shell:
         "synthpre evaluate --model {input.model:q} --test {input.test:q} --val {input.val:q} "
-        "--point {wildcards.point} --out {output.metrics:q} --parity {output.parity:q} "
-        "> {log:q} 2>&1"
+        "--point {wildcards.point} {params.forgetting} --out {output.metrics:q} "
+        "--parity {output.parity:q} > {log:q} 2>&1"
 
 
 rule aggregate:
@@ -38,6 +41,8 @@ rule aggregate:
                    caption="../report/learning_curve.rst"),
         sizes=report(f"{RESULTS}/curves/synthetic_size.png", category="Learning curves",
                      caption="../report/synthetic_size.rst"),
+        forgetting=report(f"{RESULTS}/curves/forgetting.png", category="Learning curves",
+                          caption="../report/forgetting.rst"),
         parity=report(f"{RESULTS}/curves/parity.png", category="Parity",
                       caption="../report/parity.rst"),
         datasets=report(f"{RESULTS}/curves/datasets.csv", category="Data sets",

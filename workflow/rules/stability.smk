@@ -11,7 +11,7 @@ STAB_MODELS = curve_points() + [f"pretrain/{pre}" for pre in pretrained_families
 
 
 wildcard_constraints:
-    model_dir=r"(scratch|finetune/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+"
+    model_dir=r"(scratch|(finetune|replay|frozen)/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+"
               r"|pretrain/[A-Za-z0-9_.-]+(/k[0-9]+)?",
 
 

@@ -1,6 +1,6 @@
 # Training: pre-train on each labeller's shards, then for each n and seed fine-tune the
-# pre-trained model and, as the baseline, train the same model from scratch. Each job gets
-# only its own recipe (synthpre.job_settings.train), never the lists of sizes and seeds.
+# pre-trained model (in each mode of finetune.modes) and, as the baseline, train the same
+# model from scratch. Each job gets only its own recipe (synthpre.job_settings.train), never the lists of sizes and seeds.
 
 REAL_DATA = {"pool": f"{RESULTS}/real/pool.h5", "val": f"{RESULTS}/real/val.h5"}
 
@@ -40,6 +40,8 @@ rule finetune:
     params:
         settings=lambda w: settings("train", "finetune"),
         real_dir=folder_of("pool"),
+        stage="finetune",
+        extra="",
     log:
         f"{RESULTS}/logs/finetune/{{pre}}/n{{n}}/s{{seed}}.log",
     benchmark:
@@ -47,9 +49,43 @@ rule finetune:
     conda:
         "../../envs/core.yaml"
     shell:
-        "synthpre train --settings {params.settings:q} --stage finetune "
+        "synthpre train --settings {params.settings:q} --stage {params.stage} "
         "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
-        "--init {input.init:q} --out {output.model:q} > {log:q} 2>&1"
+        "--init {input.init:q} {params.extra} --out {output.model:q} > {log:q} 2>&1"
+
+
+# The other fine-tuning modes (finetune.modes): the same job, its own recipe and curve.
+# Replay mixes in the synthetic frames the model was pre-trained on (its labeller's shards).
+use rule finetune as replay with:
+    input:
+        init=f"{RESULTS}/pretrain/{{pre}}/model.pt",
+        manifest=lambda w: f"{RESULTS}/shards/{w.pre.split('/')[0]}/manifest.json",
+        **REAL_DATA,
+    output:
+        model=f"{RESULTS}/replay/{{pre}}/n{{n}}/s{{seed}}/model.pt",
+    params:
+        settings=lambda w: settings("train", "replay"),
+        real_dir=folder_of("pool"),
+        stage="replay",
+        extra=lambda w, input: f"--manifest {shlex.quote(input.manifest)}",
+    log:
+        f"{RESULTS}/logs/replay/{{pre}}/n{{n}}/s{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/replay/{{pre}}/n{{n}}/s{{seed}}.tsv",
+
+
+use rule finetune as frozen with:
+    output:
+        model=f"{RESULTS}/frozen/{{pre}}/n{{n}}/s{{seed}}/model.pt",
+    params:
+        settings=lambda w: settings("train", "frozen"),
+        real_dir=folder_of("pool"),
+        stage="frozen",
+        extra="",
+    log:
+        f"{RESULTS}/logs/frozen/{{pre}}/n{{n}}/s{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/frozen/{{pre}}/n{{n}}/s{{seed}}.tsv",
 
 
 rule scratch:
