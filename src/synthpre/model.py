@@ -53,6 +53,7 @@ DEFAULT_CONFIG = {
     "avg_num_neighbors": 10.0,
     "dtype": "float32",
     "kernel": "fast",
+    "compile": False,
 }
 KERNELS = ("fast", "reference")
 
@@ -82,8 +83,17 @@ def _path_exists(irreps_in: o3.Irreps, irreps_edge: o3.Irreps, ir_out: o3.Irrep)
     return any(ir_out in ir1 * ir2 for _, ir1 in irreps_in for _, ir2 in irreps_edge)
 
 
+def _fused() -> bool:
+    """True while torch.compile traces a kernel body: broadcast products then fuse with the
+    surrounding gathers, weights and sums into one loop, while in eager mode a batched matmul
+    (one call instead of several materialised temporaries) is the faster form."""
+    return torch.compiler.is_compiling()
+
+
 def _yx(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """t[e, c, u] = sum_i y[e, c, i] x[e, i, u]: (E, D, d) x (E, d, u) -> (E, D, u)."""
+    if _fused():
+        return (y.unsqueeze(-1) * x.unsqueeze(1)).sum(2)
     if y.shape[2] == 1:  # a matmul with inner size 1 is slow on CPU: broadcast instead
         return y * x
     return torch.bmm(y, x)
@@ -91,9 +101,102 @@ def _yx(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 def _ytg(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """sum_c y[e, c, i] g[e, c, u]: (E, D, d) x (E, D, u) -> (E, d, u)."""
+    if _fused():
+        return (y.unsqueeze(-1) * g.unsqueeze(2)).sum(1)
     if y.shape[2] == 1:
         return (y * g).sum(1, keepdim=True)
     return torch.bmm(y.transpose(1, 2), g)
+
+
+def _gxt(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """sum_u g[e, c, u] x[e, i, u]: (E, D, u) x (E, d, u) -> (E, D, d)."""
+    if _fused():
+        return (g.unsqueeze(2) * x.unsqueeze(1)).sum(-1)
+    return torch.bmm(g, x.transpose(1, 2))
+
+
+def _conv_forward(x, y, w, centre, n_nodes: int):
+    """out[n, c, u] = sum_{e: centre(e) = n} w[e, c, u] sum_i y[e, c, i] x[e, i, u]."""
+    msg = _yx(y, x).mul_(w)                                                     # (E, D, u)
+    return msg.new_zeros(n_nodes, msg.shape[1], msg.shape[2]).index_add_(0, centre, msg)
+
+
+def _conv_backward(grad, x, y, w, centre):
+    """(dx, dy, dw) of ``_conv_forward`` given its output gradient ``grad``."""
+    gm = grad.index_select(0, centre)                                           # (E, D, u)
+    gmw = gm * w
+    return _ytg(y, gmw), _gxt(gmw, x), gm.mul_(_yx(y, x))
+
+
+def _conv_double_backward(grad, x, y, w, centre, a, b, g, need_g: bool, need_x: bool,
+                          need_w: bool):
+    """a, b, g: gradients w.r.t. ``_conv_backward``'s (dx, dy, dw); returns those w.r.t.
+    (grad, x, w) (y is constant here: see ``_EdgeConv.backward``).
+
+    Eager, for d_in = 3, pairs of batched products are fused into one (concatenated along
+    the inner dimension): one larger matmul is much cheaper on CPU than two thin ones.
+    """
+    gm = grad.index_select(0, centre)                                           # (E, D, u)
+    d_in = x.shape[1]
+    # s[e, c, u] = sum_i y[e, c, i] a[e, i, u] + b[e, c, i] x[e, i, u]
+    pairs = [(m, n) for m, n in ((y, a), (b, x)) if m is not None and n is not None]
+    if not pairs:
+        s = None
+    elif _fused():
+        s = sum(_yx(m, n) for m, n in pairs)
+    elif d_in == 1:
+        s = pairs[0][0] * pairs[0][1]
+        if len(pairs) == 2:
+            s.addcmul_(pairs[1][0], pairs[1][1])
+    else:
+        s = torch.bmm(torch.cat([m for m, _ in pairs], 2),
+                      torch.cat([n for _, n in pairs], 1))
+    d_grad = d_x = d_w = None
+    if need_g and (s is not None or g is not None):
+        dgm = s * w if s is not None else None
+        if g is not None:
+            t = _yx(y, x).mul_(g)
+            dgm = t if dgm is None else dgm.add_(t)
+        d_grad = torch.zeros_like(grad).index_add_(0, centre, dgm)
+    if need_w and s is not None:
+        d_w = s.mul_(gm)
+    if need_x and (b is not None or g is not None):  # b^T (G w) + y^T (g G)
+        if b is not None and g is not None:
+            if _fused():
+                d_x = _ytg(b, gm * w) + _ytg(y, gm * g)
+            else:  # (mul into out= slices is 10x slower)
+                d_x = _ytg(torch.cat([b, y], 1), torch.cat([gm * w, gm.mul_(g)], 1))
+        elif b is not None:
+            d_x = _ytg(b, gm.mul_(w))
+        else:
+            d_x = _ytg(y, gm.mul_(g))
+    return d_grad, d_x, d_w
+
+
+_BODIES = {"forward": _conv_forward, "backward": _conv_backward,
+           "double_backward": _conv_double_backward}
+_COMPILED_BODIES: dict = {}
+
+
+def _body(name: str, compiled: bool):
+    """A kernel body, eager or through torch.compile (Inductor: C++ on CPU, Triton on GPU).
+    Compiled once per process and shape class: edge and atom counts are dynamic, so batches
+    of other sizes reuse the code."""
+    if not compiled:
+        return _BODIES[name]
+    if name not in _COMPILED_BODIES:
+        compiled_body = torch.compile(_BODIES[name], dynamic=True, fullgraph=True)
+
+        def run(*args):
+            try:
+                return compiled_body(*args)
+            except torch._dynamo.exc.BackendCompilerFailed as err:
+                raise RuntimeError(
+                    f"model.compile: torch.compile could not build the fast kernel "
+                    f"({str(err).splitlines()[0]}); Inductor needs a C++ compiler on CPU "
+                    f"(Triton on GPU). Set model.compile: false to run it eagerly") from err
+        _COMPILED_BODIES[name] = run
+    return _COMPILED_BODIES[name]
 
 
 class _EdgeConv(torch.autograd.Function):
@@ -104,29 +207,29 @@ class _EdgeConv(torch.autograd.Function):
     (E, D, u) product), and the backward is itself a Function (``_EdgeConvBackward``) that
     saves only its inputs too, so the force pass (create_graph) keeps no per-edge
     intermediates for the parameter gradients: they are recomputed, which is cheaper on CPU
-    than writing and reading them back.
+    than writing and reading them back. ``compiled``: run the bodies through torch.compile
+    (same arithmetic; the derivatives stay the hand-written ones, so the double backward a
+    force loss needs works as in eager mode).
     """
 
     @staticmethod
-    def forward(ctx, x, y, w, centre, n_nodes: int):
+    def forward(ctx, x, y, w, centre, n_nodes: int, compiled: bool = False):
         ctx.set_materialize_grads(False)
-        msg = _yx(y, x).mul_(w)                                                 # (E, D, u)
-        out = torch.zeros(n_nodes, msg.shape[1], msg.shape[2], dtype=msg.dtype,
-                          device=msg.device)
-        out.index_add_(0, centre, msg)
+        ctx.compiled = compiled
         ctx.save_for_backward(x, y, w, centre)
-        return out
+        return _body("forward", compiled)(x, y, w, centre, n_nodes)
 
     @staticmethod
     def backward(ctx, grad):
         if grad is None:
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         x, y, w, centre = ctx.saved_tensors
         # y (edge harmonics x coupling) depends on the geometry only: its second-order
         # gradient could only reach the positions / strain leaves made inside
         # ``NequIP.forward``, which nobody can read, so the force pass treats it as constant
-        gx, gy, gw = _EdgeConvBackward.apply(grad.contiguous(), x, y.detach(), w, centre)
-        return gx, gy, gw, None, None
+        gx, gy, gw = _EdgeConvBackward.apply(grad.contiguous(), x, y.detach(), w, centre,
+                                             ctx.compiled)
+        return gx, gy, gw, None, None, None
 
 
 class _EdgeConvBackward(torch.autograd.Function):
@@ -134,55 +237,19 @@ class _EdgeConvBackward(torch.autograd.Function):
     and w (not y: see ``_EdgeConv.backward``)."""
 
     @staticmethod
-    def forward(ctx, grad, x, y, w, centre):
+    def forward(ctx, grad, x, y, w, centre, compiled: bool = False):
         ctx.set_materialize_grads(False)
-        gm = grad.index_select(0, centre)                                       # (E, D, u)
-        gmw = gm * w
-        gx = _ytg(y, gmw)                                                       # (E, d_in, u)
-        gy = torch.bmm(gmw, x.transpose(1, 2))                                  # (E, D, d_in)
-        gw = gm.mul_(_yx(y, x))                                                 # (E, D, u)
+        ctx.compiled = compiled
         ctx.save_for_backward(grad, x, y, w, centre)
-        return gx, gy, gw
+        return _body("backward", compiled)(grad, x, y, w, centre)
 
     @staticmethod
     def backward(ctx, a, b, g):
-        """a, b, g: gradients w.r.t. (dx, dy, dw); returns those w.r.t. (G, x, y, w).
-
-        For d_in = 3, pairs of batched products are fused into one (concatenated along the
-        inner dimension): one larger matmul is much cheaper on CPU than two thin ones.
-        """
         grad, x, y, w, centre = ctx.saved_tensors
         need_g, need_x, _, need_w = ctx.needs_input_grad[:4]
-        gm = grad.index_select(0, centre)                                       # (E, D, u)
-        d_in = x.shape[1]
-        # s[e, c, u] = sum_i y[e, c, i] a[e, i, u] + b[e, c, i] x[e, i, u]
-        pairs = [(m, n) for m, n in ((y, a), (b, x)) if m is not None and n is not None]
-        if not pairs:
-            s = None
-        elif d_in == 1:
-            s = pairs[0][0] * pairs[0][1]
-            if len(pairs) == 2:
-                s.addcmul_(pairs[1][0], pairs[1][1])
-        else:
-            s = torch.bmm(torch.cat([m for m, _ in pairs], 2),
-                          torch.cat([n for _, n in pairs], 1))
-        d_grad = d_x = d_w = None
-        if need_g and (s is not None or g is not None):
-            dgm = s * w if s is not None else None
-            if g is not None:
-                t = _yx(y, x).mul_(g)
-                dgm = t if dgm is None else dgm.add_(t)
-            d_grad = torch.zeros_like(grad).index_add_(0, centre, dgm)
-        if need_w and s is not None:
-            d_w = s.mul_(gm)
-        if need_x and (b is not None or g is not None):  # b^T (G w) + y^T (g G)
-            if b is not None and g is not None:  # (mul into out= slices is 10x slower)
-                d_x = _ytg(torch.cat([b, y], 1), torch.cat([gm * w, gm.mul_(g)], 1))
-            elif b is not None:
-                d_x = _ytg(b, gm.mul_(w))
-            else:
-                d_x = _ytg(y, gm.mul_(g))
-        return d_grad, d_x, None, d_w, None
+        d_grad, d_x, d_w = _body("double_backward", ctx.compiled)(
+            grad, x, y, w, centre, a, b, g, need_g, need_x, need_w)
+        return d_grad, d_x, None, d_w, None, None
 
 
 def _gather(h: torch.Tensor, neighbour: torch.Tensor, start: int, stop: int, u: int,
@@ -211,11 +278,14 @@ class Interaction(nn.Module):
 
     def __init__(self, irreps_in: o3.Irreps, irreps_hidden: o3.Irreps, irreps_sh: o3.Irreps,
                  num_basis: int, mlp_width: int, mlp_depth: int, avg_num_neighbors: float,
-                 kernel: str = "fast"):
+                 kernel: str = "fast", compiled: bool = False):
         super().__init__()
         if kernel not in KERNELS:
             raise ValueError(f"unknown model kernel {kernel!r}: choose one of {KERNELS}")
+        if compiled and kernel != "fast":
+            raise ValueError(f"model.compile applies to the fast kernel only, not {kernel!r}")
         self.kernel = kernel
+        self.compiled = compiled  # the fast kernel's per-edge bodies through torch.compile
         act = {1: nn.functional.silu, -1: torch.tanh}
         scalars = o3.Irreps([(m, ir) for m, ir in irreps_hidden
                              if ir.l == 0 and _path_exists(irreps_in, irreps_sh, ir)])
@@ -336,7 +406,7 @@ class Interaction(nn.Module):
             w = (hidden @ w_block.view(rows, -1)).view(n_edges, b.width, b.u)
             y = (edge_sh @ b.coupling).view(n_edges, b.width, b.d_in)
             x = _gather(h, neighbour, b.start, b.stop, b.u, b.d_in)
-            sums.append(_EdgeConv.apply(x, y, w, centre, n_nodes))
+            sums.append(_EdgeConv.apply(x, y, w, centre, n_nodes, self.compiled))
         return self._to_mid_layout(sums, n_nodes)
 
     def _fast_convolution_plain(self, h: torch.Tensor, edge_index: torch.Tensor,
@@ -396,7 +466,7 @@ class NequIP(nn.Module):
         for _ in range(c["num_layers"]):
             layers.append(Interaction(irreps, irreps_hidden, self.irreps_sh, c["num_basis"],
                                       c["radial_mlp_width"], c["radial_mlp_depth"],
-                                      c["avg_num_neighbors"], c["kernel"]))
+                                      c["avg_num_neighbors"], c["kernel"], c["compile"]))
             irreps = layers[-1].irreps_out
         self.layers = nn.ModuleList(layers)
         self.head_1 = o3.Linear(irreps, f"{f // 2}x0e")
