@@ -86,15 +86,18 @@ def edge_conv_inputs(d_in: int, D: int, u: int = 3, edges: int = 7, nodes: int =
     return x, y, w, centre, nodes
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("d_in, D", [(1, 1), (1, 4), (3, 4), (3, 9), (5, 9)])
-def test_edge_conv_gradcheck(d_in, D):
+def test_edge_conv_gradcheck(d_in, D, compiled):
+    if compiled and (d_in, D) not in ((1, 4), (3, 9)):
+        pytest.skip("compiled: two shapes suffice (compiling each costs seconds)")
     x, y, w, centre, nodes = edge_conv_inputs(d_in, D)
-    assert torch.autograd.gradcheck(lambda *a: _EdgeConv.apply(*a, centre, nodes), (x, y, w))
+    conv = lambda *a: _EdgeConv.apply(*a, centre, nodes, compiled)  # noqa: E731
+    assert torch.autograd.gradcheck(conv, (x, y, w))
     # second order in x, w and the output gradient; y (edge harmonics x coupling) is treated
     # as constant in the double backward by design (see _EdgeConv.backward)
     y = y.detach()
-    assert torch.autograd.gradgradcheck(lambda x, w: _EdgeConv.apply(x, y, w, centre, nodes),
-                                        (x, w))
+    assert torch.autograd.gradgradcheck(lambda x, w: conv(x, y, w), (x, w))
 
 
 @pytest.mark.parametrize("kernel", ["fast", "reference"])

@@ -180,12 +180,14 @@ _COMPILED_BODIES: dict = {}
 
 def _body(name: str, compiled: bool):
     """A kernel body, eager or through torch.compile (Inductor: C++ on CPU, Triton on GPU).
-    Compiled once per process and shape class: edge and atom counts are dynamic, so batches
-    of other sizes reuse the code."""
+    Compiled once per process and variant (dtype, d_in = 1 or more, which gradients are
+    asked for): edge and atom counts are dynamic, so batches of other sizes reuse the code.
+    Past Dynamo's recompile limit a further variant runs eagerly: the same function
+    (``_fused`` is false there), only slower."""
     if not compiled:
         return _BODIES[name]
     if name not in _COMPILED_BODIES:
-        compiled_body = torch.compile(_BODIES[name], dynamic=True, fullgraph=True)
+        compiled_body = torch.compile(_BODIES[name], dynamic=True)
 
         def run(*args):
             try:
