@@ -114,7 +114,12 @@ def run_nequip(args, cells) -> list[dict]:
     if args.worker == "nequip-torchscript":
         from e3nn.util.jit import script
         from nequip.utils.compile import prepare_model_for_compile
-        model = torch.jit.freeze(script(prepare_model_for_compile(model, args.device)).eval())
+        frozen = torch.jit.freeze(script(prepare_model_for_compile(model, args.device)).eval())
+
+        class Frozen(torch.nn.Module):  # NequIPCalculator asks .training, which freezing drops
+            def forward(self, data):
+                return frozen(data)
+        model = Frozen().eval()
     transforms = [ChemicalSpeciesToAtomTypeMapper(model_type_names=["C"],
                                                   chemical_species_to_atom_type_map={"C": "C"}),
                   NeighborListTransform(r_max=HYPER["r_max"])]
