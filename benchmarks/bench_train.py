@@ -319,7 +319,9 @@ def median(values):
 
 
 def summarise(runs: dict[str, list[dict]], tta: bool) -> dict:
-    """Each code's median over repeats and the ratios of the medians (first code / others)."""
+    """Each code's median over repeats, and the first code's speed-up over each other one
+    from the medians: other time / first time for times, first rate / other rate for rates
+    (> 1: the first code is faster), and memory / step ratios as first / other."""
     keys = (["train_wall_s", "train_cpu_s", "wall_after_first_step_s", "steps"] if tta else
             ["structures_per_s", "structures_per_cpu_s", "peak_rss_MiB"])
     med = {code: {k: median([r[k] for r in rs]) for k in keys}
@@ -327,9 +329,16 @@ def summarise(runs: dict[str, list[dict]], tta: bool) -> dict:
     out = {"medians": med}
     if len(med) > 1:
         first, *others = med
-        out["ratios_vs_" + first] = {
-            other: {k: (med[first][k] / med[other][k] if med[other][k] else None)
-                    for k in keys} for other in others}
+
+        def ratio(k, other):
+            a, b = med[first][k], med[other][k]
+            if k in ("train_wall_s", "train_cpu_s", "wall_after_first_step_s"):  # times
+                a, b = b, a
+            return a / b if b else None
+
+        out["speedup_of_" + first] = {other: {("speedup_" if k != "steps" and k != "peak_rss_MiB"
+                                                else "ratio_") + k: ratio(k, other)
+                                               for k in keys} for other in others}
         for code, rs in runs.items():  # spread over repeats: how much of a ratio is noise
             if code in med and len(rs) > 1:
                 k = keys[1]
