@@ -22,6 +22,14 @@ fewer bytes per edge alive than autograd of the plain ops did, and is no slower
 (exported, ``synthpre.export``) models run the same arithmetic as plain ops, with autograd
 for the forces.
 
+``compile`` (config, fast kernel only) runs the per-edge bodies of those Functions through
+``torch.compile``: Inductor fuses each body's gathers, products and sums into a few loops
+instead of one memory-bound pass per op, ~1.7x faster training steps on CPU at the paper's
+size. Only the bodies are compiled, not the model: the derivatives stay the hand-written
+ones, so the double backward of a force loss (which AOTAutograd cannot do through a compiled
+region) works unchanged. On a GPU the step is launch-bound and this does not help
+(docs/benchmarks.md, issue 14).
+
 Parameter count at the paper's settings (species ["C"], r_max 4, 4 layers, 32 features,
 l_max 1, parity, 8 Bessel functions) with NequIP 0.5.6's radial MLP of one hidden layer of
 8 neurons: 73,784, the paper's ~74 k. (Two hidden layers of 64, today's default, give 136,760.)
