@@ -216,6 +216,24 @@ def test_compiled_fast_kernel_equals_reference():
     assert_close(compiled.eval()(batch)["forces"].detach(), ref.eval()(batch)["forces"].detach())
 
 
+def test_model_files_carry_compile_and_old_files_load_eager(tmp_path):
+    from synthpre.modelfile import load_model, save_model
+
+    fast, _ = pair({**BASE, "species": ["C"], "l_max": 1})
+    save_model(tmp_path / "m.pt", fast, {"e0": {"C": -1.0}})
+    assert [layer.compiled for layer in load_model(tmp_path / "m.pt")[0].layers] == [False] * 2
+    compiled = load_model(tmp_path / "m.pt", compile=True)[0]
+    assert compiled.config["compile"] and all(layer.compiled for layer in compiled.layers)
+    save_model(tmp_path / "c.pt", compiled, {"e0": {"C": -1.0}})
+    assert load_model(tmp_path / "c.pt")[0].layers[0].compiled
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    del payload["config"]["compile"]  # a file written before the option: eager, as it ran
+    torch.save(payload, tmp_path / "old.pt")
+    assert not load_model(tmp_path / "old.pt")[0].layers[0].compiled
+    with pytest.raises(ValueError, match="model.compile applies to the fast kernel only"):
+        load_model(tmp_path / "c.pt", kernel="reference")
+
+
 def test_compile_applies_to_the_fast_kernel_only():
     with pytest.raises(ValueError, match="model.compile applies to the fast kernel only"):
         NequIP.from_config({**BASE, "species": ["C"], "kernel": "reference", "compile": True})
