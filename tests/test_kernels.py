@@ -78,12 +78,16 @@ def test_fast_equals_reference(l_max, parity, species):
 
 
 def edge_conv_inputs(d_in: int, D: int, u: int = 3, edges: int = 7, nodes: int = 4):
+    """Inputs of ``_EdgeConv``: radial weights per path, P = max(1, D // 2) paths each
+    owning consecutive output columns."""
     g = torch.Generator().manual_seed(d_in * 10 + D)
+    n_paths = max(1, D // 2)
     x = torch.randn(edges, d_in, u, dtype=torch.float64, generator=g, requires_grad=True)
     y = torch.randn(edges, D, d_in, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(edges, D, u, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(edges, n_paths, u, dtype=torch.float64, generator=g, requires_grad=True)
+    paths = torch.tensor([c * n_paths // D for c in range(D)])
     centre = torch.tensor([0, 1, 1, 3, 0, 2, 3])
-    return x, y, w, centre, nodes
+    return x, y, w, paths, centre, nodes
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -91,8 +95,8 @@ def edge_conv_inputs(d_in: int, D: int, u: int = 3, edges: int = 7, nodes: int =
 def test_edge_conv_gradcheck(d_in, D, compiled):
     if compiled and (d_in, D) not in ((1, 4), (3, 9)):
         pytest.skip("compiled: two shapes suffice (compiling each costs seconds)")
-    x, y, w, centre, nodes = edge_conv_inputs(d_in, D)
-    conv = lambda *a: _EdgeConv.apply(*a, centre, nodes, compiled)  # noqa: E731
+    x, y, w, paths, centre, nodes = edge_conv_inputs(d_in, D)
+    conv = lambda x, y, w: _EdgeConv.apply(x, y, w, paths, centre, nodes, compiled)  # noqa: E731
     assert torch.autograd.gradcheck(conv, (x, y, w))
     # second order in x, w and the output gradient; y (edge harmonics x coupling) is treated
     # as constant in the double backward by design (see _EdgeConv.backward)

@@ -123,27 +123,41 @@ def _gxt(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return torch.bmm(g, x.transpose(1, 2))
 
 
-def _conv_forward(x, y, w, centre, n_nodes: int):
-    """out[n, c, u] = sum_{e: centre(e) = n} w[e, c, u] sum_i y[e, c, i] x[e, i, u]."""
-    msg = _yx(y, x).mul_(w)                                                     # (E, D, u)
+def _per_column(wp, paths):
+    """Radial weights per path (E, P, u) -> per output column (E, D, u): column c belongs to
+    path paths[c] (when compiled, an indexed load inside the loop that uses it)."""
+    return wp.index_select(1, paths)
+
+
+def _per_path(gw, paths, n_paths: int):
+    """The transpose of ``_per_column``: (E, D, u) -> (E, P, u), summing each path's columns."""
+    return gw.new_zeros(gw.shape[0], n_paths, gw.shape[2]).index_add_(1, paths, gw)
+
+
+def _conv_forward(x, y, wp, paths, centre, n_nodes: int):
+    """out[n, c, u] = sum_{e: centre(e) = n} w[e, c, u] sum_i y[e, c, i] x[e, i, u], with
+    w = wp[:, paths] (radial weights per path, shared by a path's output columns)."""
+    msg = _yx(y, x).mul_(_per_column(wp, paths))                                # (E, D, u)
     return msg.new_zeros(n_nodes, msg.shape[1], msg.shape[2]).index_add_(0, centre, msg)
 
 
-def _conv_backward(grad, x, y, w, centre):
-    """(dx, dy, dw) of ``_conv_forward`` given its output gradient ``grad``."""
+def _conv_backward(grad, x, y, wp, paths, centre):
+    """(dx, dy, dwp) of ``_conv_forward`` given its output gradient ``grad``."""
     gm = grad.index_select(0, centre)                                           # (E, D, u)
-    gmw = gm * w
-    return _ytg(y, gmw), _gxt(gmw, x), gm.mul_(_yx(y, x))
+    gmw = gm * _per_column(wp, paths)
+    return _ytg(y, gmw), _gxt(gmw, x), _per_path(gm.mul_(_yx(y, x)), paths, wp.shape[1])
 
 
-def _conv_double_backward(grad, x, y, w, centre, a, b, g, need_g: bool, need_x: bool,
-                          need_w: bool):
-    """a, b, g: gradients w.r.t. ``_conv_backward``'s (dx, dy, dw); returns those w.r.t.
-    (grad, x, w) (y is constant here: see ``_EdgeConv.backward``).
+def _conv_double_backward(grad, x, y, wp, paths, centre, a, b, gp, need_g: bool,
+                          need_x: bool, need_w: bool):
+    """a, b, gp: gradients w.r.t. ``_conv_backward``'s (dx, dy, dwp); returns those w.r.t.
+    (grad, x, wp) (y is constant here: see ``_EdgeConv.backward``).
 
     Eager, for d_in = 3, pairs of batched products are fused into one (concatenated along
     the inner dimension): one larger matmul is much cheaper on CPU than two thin ones.
     """
+    w = _per_column(wp, paths)
+    g = None if gp is None else _per_column(gp, paths)
     gm = grad.index_select(0, centre)                                           # (E, D, u)
     d_in = x.shape[1]
     # s[e, c, u] = sum_i y[e, c, i] a[e, i, u] + b[e, c, i] x[e, i, u]
@@ -167,7 +181,7 @@ def _conv_double_backward(grad, x, y, w, centre, a, b, g, need_g: bool, need_x: 
             dgm = t if dgm is None else dgm.add_(t)
         d_grad = torch.zeros_like(grad).index_add_(0, centre, dgm)
     if need_w and s is not None:
-        d_w = s.mul_(gm)
+        d_w = _per_path(s.mul_(gm), paths, wp.shape[1])
     if need_x and (b is not None or g is not None):  # b^T (G w) + y^T (g G)
         if b is not None and g is not None:
             if _fused():
@@ -223,23 +237,23 @@ class _EdgeConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, y, w, centre, n_nodes: int, compiled: bool = False):
+    def forward(ctx, x, y, w, paths, centre, n_nodes: int, compiled: bool = False):
         ctx.set_materialize_grads(False)
         ctx.compiled = compiled
-        ctx.save_for_backward(x, y, w, centre)
-        return _body("forward", compiled)(x, y, w, centre, n_nodes)
+        ctx.save_for_backward(x, y, w, paths, centre)
+        return _body("forward", compiled)(x, y, w, paths, centre, n_nodes)
 
     @staticmethod
     def backward(ctx, grad):
         if grad is None:
-            return None, None, None, None, None, None
-        x, y, w, centre = ctx.saved_tensors
+            return None, None, None, None, None, None, None
+        x, y, w, paths, centre = ctx.saved_tensors
         # y (edge harmonics x coupling) depends on the geometry only: its second-order
         # gradient could only reach the positions / strain leaves made inside
         # ``NequIP.forward``, which nobody can read, so the force pass treats it as constant
-        gx, gy, gw = _EdgeConvBackward.apply(grad.contiguous(), x, y.detach(), w, centre,
-                                             ctx.compiled)
-        return gx, gy, gw, None, None, None
+        gx, gy, gw = _EdgeConvBackward.apply(grad.contiguous(), x, y.detach(), w, paths,
+                                             centre, ctx.compiled)
+        return gx, gy, gw, None, None, None, None
 
 
 class _EdgeConvBackward(torch.autograd.Function):
@@ -247,19 +261,19 @@ class _EdgeConvBackward(torch.autograd.Function):
     and w (not y: see ``_EdgeConv.backward``)."""
 
     @staticmethod
-    def forward(ctx, grad, x, y, w, centre, compiled: bool = False):
+    def forward(ctx, grad, x, y, w, paths, centre, compiled: bool = False):
         ctx.set_materialize_grads(False)
         ctx.compiled = compiled
-        ctx.save_for_backward(grad, x, y, w, centre)
-        return _body("backward", compiled)(grad, x, y, w, centre)
+        ctx.save_for_backward(grad, x, y, w, paths, centre)
+        return _body("backward", compiled)(grad, x, y, w, paths, centre)
 
     @staticmethod
     def backward(ctx, a, b, g):
-        grad, x, y, w, centre = ctx.saved_tensors
+        grad, x, y, w, paths, centre = ctx.saved_tensors
         need_g, need_x, _, need_w = ctx.needs_input_grad[:4]
         d_grad, d_x, d_w = _body("double_backward", ctx.compiled)(
-            grad, x, y, w, centre, a, b, g, need_g, need_x, need_w)
-        return d_grad, d_x, None, d_w, None, None
+            grad, x, y, w, paths, centre, a, b, g, need_g, need_x, need_w)
+        return d_grad, d_x, None, d_w, None, None, None
 
 
 def _gather(h: torch.Tensor, neighbour: torch.Tensor, start: int, stop: int, u: int,
@@ -281,6 +295,12 @@ class _ConvBlock(nn.Module):
         self.start, self.stop, self.u, self.d_in, self.width = start, stop, u, d_in, width
         self.register_buffer("coupling", coupling, persistent=False)
         self.register_buffer("col_paths", torch.tensor(col_paths), persistent=False)
+        # this block's paths are consecutive instructions: radial-MLP outputs
+        # first_path * u : (first_path + n_paths) * u, one weight row per path
+        self.first_path, self.n_paths = min(col_paths), max(col_paths) - min(col_paths) + 1
+        assert len(set(col_paths)) == self.n_paths
+        self.register_buffer("local_paths", torch.tensor(col_paths) - self.first_path,
+                             persistent=False)
 
 
 class Interaction(nn.Module):
@@ -408,15 +428,17 @@ class Interaction(nn.Module):
                                      device=hidden.device))
         sums = []
         for b in self.conv_blocks:
-            # radial weights straight in the (E, width, u) per-column layout: the last
-            # layer's weight columns are repeated per output component (a small gather on
-            # the parameter instead of a per-edge one)
+            # radial weights per path (E, paths, u): the kernel reads each path's weight
+            # for all its output components (an indexed load when compiled), so the
+            # per-edge matmul and its gradients are 2x narrower than per column
             rows = last_weight.shape[0]
-            w_block = last_weight.view(rows, -1, b.u).index_select(1, b.col_paths)
-            w = (hidden @ w_block.view(rows, -1)).view(n_edges, b.width, b.u)
+            first, n_paths = b.first_path, b.n_paths
+            w_block = last_weight[:, first * b.u:(first + n_paths) * b.u]
+            wp = (hidden @ w_block).view(n_edges, n_paths, b.u)
             y = (edge_sh @ b.coupling).view(n_edges, b.width, b.d_in)
             x = _gather(h, neighbour, b.start, b.stop, b.u, b.d_in)
-            sums.append(_EdgeConv.apply(x, y, w, centre, n_nodes, self.compiled))
+            sums.append(_EdgeConv.apply(x, y, wp, b.local_paths, centre, n_nodes,
+                                        self.compiled))
         return self._to_mid_layout(sums, n_nodes)
 
     def _fast_convolution_plain(self, h: torch.Tensor, edge_index: torch.Tensor,
