@@ -24,7 +24,7 @@ for the forces.
 
 ``compile`` (config, fast kernel only) runs the per-edge bodies of those Functions through
 ``torch.compile``: Inductor fuses each body's gathers, products and sums into a few loops
-instead of one memory-bound pass per op, ~1.7x faster training steps on CPU at the paper's
+instead of one memory-bound pass per op, ~2.2x faster training steps on CPU at the paper's
 size. Only the bodies are compiled, not the model: the derivatives stay the hand-written
 ones, so the double backward of a force loss (which AOTAutograd cannot do through a compiled
 region) works unchanged. On a GPU the step is launch-bound and this does not help
