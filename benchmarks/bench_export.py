@@ -38,7 +38,8 @@ from bench_md import replace_section  # noqa: E402
 
 PAPER = {"species": ["C"], "r_max": 4.0, "num_layers": 4, "num_features": 32, "l_max": 1,
          "parity": True, "num_basis": 8, "radial_mlp_width": 8, "radial_mlp_depth": 1,
-         "avg_num_neighbors": 30.0, "dtype": "float32", "kernel": "fast"}
+         "avg_num_neighbors": 30.0, "dtype": "float32", "kernel": "fast",
+         "compile": False}
 HEADING = "## Exported model (metatomic) vs SynthpreCalculator in MD"
 
 

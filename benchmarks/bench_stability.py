@@ -27,7 +27,7 @@ from synthpre.stability import model_potential
 
 HYPER = {"r_max": 4.0, "num_layers": 4, "num_features": 32, "l_max": 1, "parity": True,
          "num_basis": 8, "radial_mlp_width": 8, "radial_mlp_depth": 1, "dtype": "float32",
-         "species": ["C"], "avg_num_neighbors": 10.0, "kernel": "fast"}
+         "species": ["C"], "avg_num_neighbors": 10.0, "kernel": "fast", "compile": False}
 LAX = FailureCriteria(check_every_fs=10, min_distance=0.0, max_force=1e12,
                       max_temperature_factor=1e6)
 

@@ -1,16 +1,35 @@
-"""Training throughput: synthpre's NequIP-style model vs NequIP 0.19.1, side by side.
+"""Training speed: synthpre's NequIP-style model vs NequIP 0.19.1, side by side.
 
-One run trains both models on the same SNAP-labelled 64-atom carbon frames, with the same
-hyperparameters (r_max 4, 4 layers, 32 features, l_max 1, parity, 8 trainable Bessel
-functions, polynomial cutoff p=6, radial MLP 1 x 8, readout 32 -> 16 -> 1, per-species scale
-1 / shift 0, float32), the same loss (force MSE + 4 x per-atom energy MSE), Adam (lr 5e-3),
-batch 10, the same shuffles and the same number of epochs, and reports structures/s (per
-wall-clock second and per second of the process's CPU time, which other jobs on a shared
-machine disturb much less), peak memory and validation E/F RMSE. Each model runs in its own process (its own virtual
-environment: NequIP pins its own stack and sets a global default dtype), one after the other.
+Codes (``--codes``): ``synthpre`` (the fast kernel through torch.compile, ``model.compile``
+true, the pipeline default), ``synthpre-eager`` (the same kernel eagerly), ``nequip-eager``
+and ``nequip-compile`` (NequIP's ``compile_mode="compile"``: its train-time
+``make_fx`` + ``torch.compile`` path). All train on the same SNAP-labelled 64-atom carbon
+frames, with the same hyperparameters (r_max 4, 4 layers, 32 features, l_max 1, parity, 8
+trainable Bessel functions, polynomial cutoff p=6, radial MLP 1 x 8, readout 32 -> 16 -> 1,
+per-species scale 1 / shift 0, float32), the same loss (force MSE + 4 x per-atom energy
+MSE), Adam (lr 5e-3), batch 10, the same shuffles.
+
+Two measurements:
+
+* throughput (default): one untimed warm-up step (which compiles, for compiled codes: its
+  time is reported as ``warmup_s``), then ``--epochs`` timed epochs; structures/s per
+  wall-clock second and per second of the process's CPU time (other jobs on a shared
+  machine disturb the latter much less), peak memory and validation E/F RMSE after them.
+* time to accuracy (``--target-force-rmse X``): from the same initial state, train until the
+  validation force RMSE (checked every ``--eval-every`` steps, not counted in the training
+  time) is <= X eV/Å, or ``--max-steps``; reports steps, training wall and CPU time (first
+  step included and also given separately) and the final errors. Compilation happens mostly
+  in the first validation (the first model call), reported as ``first_eval_s``, not in the
+  training time.
+
+Each code runs in its own process (its own virtual environment: NequIP pins its own stack
+and sets a global default dtype), one after the other; ``--repeats R`` runs the list R
+times round-robin so that load changes on a shared machine hit every code alike, and the
+summary gives each code's median and the ratios of the medians.
 
     .venv/bin/python benchmarks/bench_train.py --epochs 3 --threads 1 \
         --nequip-python /tmp/nequip-venv/bin/python
+    .venv/bin/python benchmarks/bench_train.py --target-force-rmse 1.0 --max-steps 400
 
 The NequIP environment: ``python3 -m venv /tmp/nequip-venv``, then
 ``pip install torch==2.13.0`` first (else pip pulls a CUDA build), then ``pip install
@@ -32,7 +51,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HYPER = {"r_max": 4.0, "num_layers": 4, "num_features": 32, "l_max": 1, "parity": True,
-         "num_basis": 8, "radial_mlp_width": 8, "radial_mlp_depth": 1, "dtype": "float32"}
+         "num_basis": 8, "radial_mlp_width": 8, "radial_mlp_depth": 1, "dtype": "float32",
+         "kernel": "fast"}
 LR, ENERGY_WEIGHT, BATCH = 5e-3, 4.0, 10
 
 
@@ -81,8 +101,10 @@ def timed_epochs(step, train_items, args, device) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
+    t0 = time.perf_counter()
     step(train_items[:BATCH])
     sync()
+    warmup = time.perf_counter() - t0
     t0, c0, steps, cpu_steps = time.perf_counter(), time.process_time(), [], []
     for epoch in range(1, args.epochs + 1):
         order = epoch_order(len(train_items), args.seed, epoch)
@@ -94,10 +116,49 @@ def timed_epochs(step, train_items, args, device) -> dict:
     sync()
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     n = len(train_items) * args.epochs
-    return {"structures_per_s": n / wall, "train_wall_s": wall,
+    return {"warmup_s": warmup, "structures_per_s": n / wall, "train_wall_s": wall,
             "median_step_s": sorted(steps)[len(steps) // 2],
             "structures_per_cpu_s": n / cpu, "train_cpu_s": cpu,
             "median_step_cpu_s": sorted(cpu_steps)[len(cpu_steps) // 2]}
+
+
+def time_to_accuracy(step, validate, train_items, args, device) -> dict:
+    """Train from the initial state until validate() (E, F RMSE) reaches the force target,
+    or max_steps; evaluations are excluded from the training time."""
+    import torch
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    wall = cpu = 0.0
+    first_step_s, n_steps, curve, epoch = None, 0, [], 0
+    t0 = time.perf_counter()
+    errors = validate()  # the first model call: compiled codes compile here (forward part)
+    first_eval_s = time.perf_counter() - t0
+    curve.append((0, *errors))
+    while errors[1] > args.target_force_rmse and n_steps < args.max_steps:
+        epoch += 1
+        order = epoch_order(len(train_items), args.seed, epoch)
+        for k in range(0, len(order), BATCH):
+            ts, cs = time.perf_counter(), time.process_time()
+            step([train_items[i] for i in order[k:k + BATCH]])
+            sync()
+            wall += time.perf_counter() - ts
+            cpu += time.process_time() - cs
+            first_step_s = wall if first_step_s is None else first_step_s
+            n_steps += 1
+            if n_steps % args.eval_every == 0 or n_steps == args.max_steps:
+                errors = validate()
+                curve.append((n_steps, *errors))
+                if errors[1] <= args.target_force_rmse or n_steps == args.max_steps:
+                    break
+    return {"target_force_rmse": args.target_force_rmse, "reached": errors[1] <=
+            args.target_force_rmse, "steps": n_steps, "train_wall_s": wall,
+            "train_cpu_s": cpu, "first_step_s": first_step_s, "first_eval_s": first_eval_s,
+            "wall_after_first_step_s": wall - (first_step_s or 0.0),
+            "val_energy_rmse_meV_per_atom": 1e3 * errors[0], "val_force_rmse_eV_per_A": errors[1],
+            "curve_steps_E_F": curve, **peak_memory(device)}
 
 
 def result(code, n_parameters, timing, graph_time, pred_e, pred_f, val, device) -> dict:
@@ -105,6 +166,19 @@ def result(code, n_parameters, timing, graph_time, pred_e, pred_f, val, device) 
     return {"code": code, "n_parameters": n_parameters, **timing, "graph_build_s": graph_time,
             "val_energy_rmse_meV_per_atom": 1e3 * e_rmse, "val_force_rmse_eV_per_A": f_rmse,
             **peak_memory(device)}
+
+
+def measure(code, n_parameters, step, predict, tr, val, graph_time, args, device) -> dict:
+    """The run ``args`` asks for (throughput or time to accuracy) of one code."""
+    def validate():
+        pe, pf = predict()
+        return rmse(pe, pf, val)
+
+    if args.target_force_rmse is not None:
+        return {"code": code, "n_parameters": n_parameters, "graph_build_s": graph_time,
+                **time_to_accuracy(step, validate, tr, args, device)}
+    timing = timed_epochs(step, tr, args, device)
+    return result(code, n_parameters, timing, graph_time, *predict(), val, device)
 
 
 def run_synthpre(args) -> dict:
@@ -119,7 +193,8 @@ def run_synthpre(args) -> dict:
     rec = [{"numbers": a.numbers, "positions": a.positions, "cell": a.cell.array,
             "pbc": a.pbc, "energy": e, "forces": f} for a, e, f in train + val]
     torch.manual_seed(args.seed)
-    model = NequIP.from_config({**HYPER, "species": ["C"], "avg_num_neighbors": args.avg_nn})
+    model = NequIP.from_config({**HYPER, "species": ["C"], "avg_num_neighbors": args.avg_nn,
+                                "compile": args.worker == "synthpre"})
     t0 = time.perf_counter()
     graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in rec]
     graph_time = time.perf_counter() - t0
@@ -127,22 +202,25 @@ def run_synthpre(args) -> dict:
     model.to(device).train()
     opt = torch.optim.Adam(model.parameters(), lr=LR)
 
-    def step(batch):
-        batch = batch.to(device)
+    def step(items):
+        batch = concat(items).to(device)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(batch), batch, ENERGY_WEIGHT)
         loss.backward()
         opt.step()
         return loss.item()
 
-    timing = timed_epochs(lambda items: step(concat(items)), tr, args, device)
-    pe, pf = [], []
-    for k in range(0, len(va), 20):
-        out = model(concat(va[k:k + 20]).to(device))
-        pe += out["energy"].detach().cpu().double().tolist()
-        n = [g.positions.shape[0] for g in va[k:k + 20]]
-        pf += [f.numpy() for f in torch.split(out["forces"].detach().cpu().double(), n)]
-    return result("synthpre", count_parameters(model), timing, graph_time, pe, pf, val, device)
+    def predict():
+        pe, pf = [], []
+        for k in range(0, len(va), 20):
+            out = model(concat(va[k:k + 20]).to(device))
+            pe += out["energy"].detach().cpu().double().tolist()
+            n = [g.positions.shape[0] for g in va[k:k + 20]]
+            pf += [f.numpy() for f in torch.split(out["forces"].detach().cpu().double(), n)]
+        return pe, pf
+
+    return measure(args.worker, count_parameters(model), step, predict, tr, val, graph_time,
+                   args, device)
 
 
 def run_nequip(args) -> dict:
@@ -156,6 +234,7 @@ def run_nequip(args) -> dict:
     train, val = load_frames(args.data)
     model = NequIPGNNModel(
         seed=args.seed, model_dtype=HYPER["dtype"], r_max=HYPER["r_max"], type_names=["C"],
+        compile_mode=args.worker.split("-")[1],  # eager | compile
         num_layers=HYPER["num_layers"], l_max=HYPER["l_max"], parity=HYPER["parity"],
         num_features=HYPER["num_features"], radial_mlp_depth=HYPER["radial_mlp_depth"],
         radial_mlp_width=HYPER["radial_mlp_width"], num_bessels=HYPER["num_basis"],
@@ -195,16 +274,19 @@ def run_nequip(args) -> dict:
         opt.step()
         return loss.item()
 
-    timing = timed_epochs(step, tr, args, device)
-    pe, pf = [], []
-    for k in range(0, len(va), 20):
-        items = va[k:k + 20]
-        out = model(to_dev(AtomicDataDict.batched_from_list(items)))
-        pe += out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().cpu().double().view(-1).tolist()
-        pf += [f.numpy() for f in torch.split(out[AtomicDataDict.FORCE_KEY].detach().cpu()
-                                              .double(), [len(d["pos"]) for d in items])]
+    def predict():
+        pe, pf = [], []
+        for k in range(0, len(va), 20):
+            items = va[k:k + 20]
+            out = model(to_dev(AtomicDataDict.batched_from_list(items)))
+            pe += out[AtomicDataDict.TOTAL_ENERGY_KEY].detach().cpu().double().view(-1).tolist()
+            pf += [f.numpy() for f in torch.split(out[AtomicDataDict.FORCE_KEY].detach().cpu()
+                                                  .double(), [len(d["pos"]) for d in items])]
+        return pe, pf
+
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return result("nequip 0.19.1", n_params, timing, graph_time, pe, pf, val, device)
+    return measure(f"nequip 0.19.1 ({args.worker.split('-')[1]})", n_params, step, predict,
+                   tr, val, graph_time, args, device)
 
 
 def average_neighbours(paths, r_max) -> float:
@@ -230,56 +312,98 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}"
 
 
+CODES = {"synthpre": run_synthpre, "synthpre-eager": run_synthpre,
+         "nequip-eager": run_nequip, "nequip-compile": run_nequip}
+
+
+def median(values):
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else 0.5 * (values[mid - 1] + values[mid])
+
+
+def summarise(runs: dict[str, list[dict]], tta: bool) -> dict:
+    """Each code's median over repeats, and the first code's speed-up over each other one
+    from the medians: other time / first time for times, first rate / other rate for rates
+    (> 1: the first code is faster), and memory / step ratios as first / other."""
+    keys = (["train_wall_s", "train_cpu_s", "wall_after_first_step_s", "steps"] if tta else
+            ["structures_per_s", "structures_per_cpu_s", "peak_rss_MiB"])
+    med = {code: {k: median([r[k] for r in rs]) for k in keys}
+           for code, rs in runs.items() if rs and all("error" not in r for r in rs)}
+    out = {"medians": med}
+    if len(med) > 1:
+        first, *others = med
+
+        def ratio(k, other):
+            a, b = med[first][k], med[other][k]
+            if k in ("train_wall_s", "train_cpu_s", "wall_after_first_step_s"):  # times
+                a, b = b, a
+            return a / b if b else None
+
+        out["speedup_of_" + first] = {other: {("speedup_" if k != "steps" and k != "peak_rss_MiB"
+                                                else "ratio_") + k: ratio(k, other)
+                                               for k in keys} for other in others}
+        for code, rs in runs.items():  # spread over repeats: how much of a ratio is noise
+            if code in med and len(rs) > 1:
+                k = keys[1]
+                out.setdefault("spread_" + k, {})[code] = [min(r[k] for r in rs),
+                                                           max(r[k] for r in rs)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", nargs="+",
                     default=sorted(glob.glob(str(ROOT / "results/demo/labels/snap_c/*.extxyz"))))
+    ap.add_argument("--codes", nargs="+", choices=list(CODES), default=list(CODES))
     ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--target-force-rmse", type=float,
+                    help="time-to-accuracy run: train until the val force RMSE (eV/Å) is <= this")
+    ap.add_argument("--max-steps", type=int, default=400)
+    ap.add_argument("--eval-every", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--nequip-python", default="/tmp/nequip-venv/bin/python")
     ap.add_argument("--synthpre-python", default=sys.executable)
-    ap.add_argument("--worker", choices=["synthpre", "nequip"])
+    ap.add_argument("--worker", choices=list(CODES))
     ap.add_argument("--avg-nn", type=float)
     ap.add_argument("--json", help="write the results here too")
     args = ap.parse_args()
     if len(args.data) < 2:
         sys.exit("need at least two extxyz files (trajectories): the last is validation")
     if args.worker:
-        result = (run_synthpre if args.worker == "synthpre" else run_nequip)(args)
+        result = CODES[args.worker](args)
         print("RESULT " + json.dumps(result))
         return
 
     avg_nn = average_neighbours(args.data, HYPER["r_max"])
     common = ["--data", *args.data, "--epochs", str(args.epochs), "--threads",
               str(args.threads), "--device", args.device, "--seed", str(args.seed),
-              "--avg-nn", repr(avg_nn)]
-    results = []
-    for name, python in (("synthpre", args.synthpre_python), ("nequip", args.nequip_python)):
-        proc = subprocess.run([python, __file__, "--worker", name, *common],
-                              capture_output=True, text=True)
-        lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode or not lines:
-            print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
-            results.append({"code": name, "error": f"exit {proc.returncode}"})
-            continue
-        results.append(json.loads(lines[-1][len("RESULT "):]))
-        print(json.dumps(results[-1]), flush=True)
+              "--avg-nn", repr(avg_nn), "--max-steps", str(args.max_steps),
+              "--eval-every", str(args.eval_every)]
+    if args.target_force_rmse is not None:
+        common += ["--target-force-rmse", repr(args.target_force_rmse)]
+    runs: dict[str, list[dict]] = {code: [] for code in args.codes}
+    for repeat in range(args.repeats):
+        for code in args.codes:
+            python = args.nequip_python if code.startswith("nequip") else args.synthpre_python
+            proc = subprocess.run([python, __file__, "--worker", code, *common],
+                                  capture_output=True, text=True)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)
+                runs[code].append({"code": code, "error": f"exit {proc.returncode}"})
+                continue
+            runs[code].append({**json.loads(lines[-1][len("RESULT "):]), "repeat": repeat})
+            print(json.dumps(runs[code][-1]), flush=True)
     n_train = len(load_frames(args.data)[0])
     summary = {"machine": machine(), "device": args.device, "threads": args.threads,
                "epochs": args.epochs, "n_train": n_train, "avg_num_neighbors": avg_nn,
-               "results": results}
-    ok = [r for r in results if "error" not in r]
-    if len(ok) == 2:
-        summary["throughput_ratio_synthpre_over_nequip"] = (
-            ok[0]["structures_per_s"] / ok[1]["structures_per_s"])
-        # process CPU time: robust to other jobs on a shared machine (1 thread each)
-        summary["cpu_throughput_ratio_synthpre_over_nequip"] = (
-            ok[0]["structures_per_cpu_s"] / ok[1]["structures_per_cpu_s"])
-        summary["peak_rss_ratio_synthpre_over_nequip"] = (
-            ok[0]["peak_rss_MiB"] / ok[1]["peak_rss_MiB"])
-    print(json.dumps(summary, indent=1))
+               "repeats": args.repeats, "runs": runs,
+               **summarise(runs, args.target_force_rmse is not None)}
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))
 

@@ -25,8 +25,11 @@ def train_config(**override) -> TrainConfig:
 
 
 def model_config(**override) -> dict:
-    """A whole model definition (as a training job builds it); species C unless overridden."""
-    return {**DEFAULTS["model"], "species": ["C"], "avg_num_neighbors": 10.0, **override}
+    """A whole model definition (as a training job builds it); species C unless overridden.
+    Eager unless a test asks for ``compile``: compiling costs seconds per model, and
+    tests/test_kernels.py checks the compiled kernel against the reference."""
+    return {**DEFAULTS["model"], "species": ["C"], "avg_num_neighbors": 10.0, "compile": False,
+            **override}
 
 
 def protocol(**override) -> Protocol:
@@ -42,7 +45,7 @@ def train_settings(stage: str, model: dict | None = None, train: dict | None = N
     """The settings slice a training rule passes (``synthpre.job_settings.train``)."""
     from synthpre import job_settings
 
-    config = {**DEFAULTS, "model": {**DEFAULTS["model"], **(model or {})},
+    config = {**DEFAULTS, "model": {**DEFAULTS["model"], "compile": False, **(model or {})},
               "train": {**DEFAULTS["train"], **(train or {})},
               "finetune": {**DEFAULTS["finetune"], "fit_shift": fit_shift}}
     return job_settings.train(config, stage)

@@ -78,23 +78,30 @@ def test_fast_equals_reference(l_max, parity, species):
 
 
 def edge_conv_inputs(d_in: int, D: int, u: int = 3, edges: int = 7, nodes: int = 4):
+    """Inputs of ``_EdgeConv``: radial weights per path, P = max(1, D // 2) paths each
+    owning consecutive output columns."""
     g = torch.Generator().manual_seed(d_in * 10 + D)
+    n_paths = max(1, D // 2)
     x = torch.randn(edges, d_in, u, dtype=torch.float64, generator=g, requires_grad=True)
     y = torch.randn(edges, D, d_in, dtype=torch.float64, generator=g, requires_grad=True)
-    w = torch.randn(edges, D, u, dtype=torch.float64, generator=g, requires_grad=True)
+    w = torch.randn(edges, n_paths, u, dtype=torch.float64, generator=g, requires_grad=True)
+    paths = torch.tensor([c * n_paths // D for c in range(D)])
     centre = torch.tensor([0, 1, 1, 3, 0, 2, 3])
-    return x, y, w, centre, nodes
+    return x, y, w, paths, centre, nodes
 
 
+@pytest.mark.parametrize("compiled", [False, True])
 @pytest.mark.parametrize("d_in, D", [(1, 1), (1, 4), (3, 4), (3, 9), (5, 9)])
-def test_edge_conv_gradcheck(d_in, D):
-    x, y, w, centre, nodes = edge_conv_inputs(d_in, D)
-    assert torch.autograd.gradcheck(lambda *a: _EdgeConv.apply(*a, centre, nodes), (x, y, w))
+def test_edge_conv_gradcheck(d_in, D, compiled):
+    if compiled and (d_in, D) not in ((1, 4), (3, 9)):
+        pytest.skip("compiled: two shapes suffice (compiling each costs seconds)")
+    x, y, w, paths, centre, nodes = edge_conv_inputs(d_in, D)
+    conv = lambda x, y, w: _EdgeConv.apply(x, y, w, paths, centre, nodes, compiled)  # noqa: E731
+    assert torch.autograd.gradcheck(conv, (x, y, w))
     # second order in x, w and the output gradient; y (edge harmonics x coupling) is treated
     # as constant in the double backward by design (see _EdgeConv.backward)
     y = y.detach()
-    assert torch.autograd.gradgradcheck(lambda x, w: _EdgeConv.apply(x, y, w, centre, nodes),
-                                        (x, w))
+    assert torch.autograd.gradgradcheck(lambda x, w: conv(x, y, w), (x, w))
 
 
 @pytest.mark.parametrize("kernel", ["fast", "reference"])
@@ -185,3 +192,53 @@ def test_scripted_kernels_equal_eager(kernel):
     forces = -torch.autograd.grad(energy, positions)[0]
     assert_close(energy.detach(), eager["energy"][0].detach())
     assert_close(forces, eager["forces"].detach())
+
+
+def test_compiled_fast_kernel_equals_reference():
+    """``compile: true`` runs the fast kernel's bodies through torch.compile (Inductor fuses
+    the gathers, products and sums): the same energies, forces, stress and force-loss
+    parameter gradients (its hand-written double backward) as e3nn's TensorProduct."""
+    species = ["C", "O"]
+    config = {**BASE, "l_max": 2, "parity": True, "species": species}
+    fast, ref = pair(config)
+    compiled = NequIP.from_config(model_config(**{**config, "kernel": "fast", "compile": True}))
+    compiled.load_state_dict(fast.state_dict())
+    assert all(layer.compiled for layer in compiled.layers)
+    records = [structure(1, species), structure(2, species, periodic=False, n=7)]
+    batch = collate(records, species, BASE["r_max"], torch.float64)
+    out_c, grads_c = force_loss_grads(compiled, batch)
+    out_r, grads_r = force_loss_grads(ref, batch)
+    assert np.abs(out_r["forces"].numpy()).max() > 1e-2
+    assert_close(out_c["energy"], out_r["energy"])
+    assert_close(out_c["forces"], out_r["forces"])
+    assert_close(out_c["stress"][0], out_r["stress"][0])
+    assert grads_c.keys() == grads_r.keys()
+    for name in grads_r:
+        assert_close(grads_c[name], grads_r[name], tol=1e-9)
+    # another batch size (dynamic shapes: no recompilation needed, same function)
+    batch = collate(records[:1], species, BASE["r_max"], torch.float64)
+    assert_close(compiled.eval()(batch)["forces"].detach(), ref.eval()(batch)["forces"].detach())
+
+
+def test_model_files_carry_compile_and_old_files_load_eager(tmp_path):
+    from synthpre.modelfile import load_model, save_model
+
+    fast, _ = pair({**BASE, "species": ["C"], "l_max": 1})
+    save_model(tmp_path / "m.pt", fast, {"e0": {"C": -1.0}})
+    assert [layer.compiled for layer in load_model(tmp_path / "m.pt")[0].layers] == [False] * 2
+    compiled = load_model(tmp_path / "m.pt", compile=True)[0]
+    assert compiled.config["compile"] and all(layer.compiled for layer in compiled.layers)
+    save_model(tmp_path / "c.pt", compiled, {"e0": {"C": -1.0}})
+    assert load_model(tmp_path / "c.pt")[0].layers[0].compiled
+    payload = torch.load(tmp_path / "c.pt", weights_only=True)
+    del payload["config"]["compile"]  # a file written before the option: eager, as it ran
+    torch.save(payload, tmp_path / "old.pt")
+    assert not load_model(tmp_path / "old.pt")[0].layers[0].compiled
+    with pytest.raises(ValueError, match="model.compile applies to the fast kernel only"):
+        load_model(tmp_path / "c.pt", kernel="reference")
+
+
+def test_compile_applies_to_the_fast_kernel_only():
+    with pytest.raises(ValueError, match="model.compile applies to the fast kernel only"):
+        NequIP.from_config(model_config(**{**BASE, "species": ["C"], "kernel": "reference",
+                                           "compile": True}))

@@ -32,12 +32,15 @@ def save_model(path: str | os.PathLike, model: NequIP, meta: dict) -> None:
 
 
 def load_model(path: str | os.PathLike, device="cpu",
-               kernel: str | None = None) -> tuple[NequIP, dict]:
+               kernel: str | None = None,
+               compile: bool | None = None) -> tuple[NequIP, dict]:
     """Rebuild the model from its stored config; returns (model in eval mode, meta).
 
     ``kernel`` evaluates the same weights with another convolution kernel (the stored one,
-    or ``fast`` for files written before kernels were selectable, when None). A file that is
-    not a model of this pipeline raises ValueError naming it.
+    or ``fast`` for files written before kernels were selectable, when None); ``compile``
+    likewise overrides whether the fast kernel runs through torch.compile (files written
+    before the option run it eagerly). A file that is not a model of this pipeline raises
+    ValueError naming it.
     """
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} not found")
@@ -50,8 +53,10 @@ def load_model(path: str | os.PathLike, device="cpu",
     missing = sorted(set(MODEL_KEYS) - set(payload if isinstance(payload, dict) else ()))
     if missing:
         raise ValueError(f"{path}: not a synthpre model file (no {', '.join(missing)})")
-    # files written before kernels were selectable ran the fast one
-    config = {"kernel": "fast", **payload["config"], **({"kernel": kernel} if kernel else {})}
+    # files from before kernels and compilation were selectable ran the fast kernel eagerly
+    overrides = {key: value for key, value in (("kernel", kernel), ("compile", compile))
+                 if value is not None}
+    config = {"kernel": "fast", "compile": False, **payload["config"], **overrides}
     try:
         model = NequIP.from_config(config)
         model.load_state_dict(payload["state_dict"])

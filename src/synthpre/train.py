@@ -173,7 +173,8 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         name = f"{stage} on {real_dir} (n={n}, seed={seed})"
 
     if init:
-        model, init_meta = load_model(init, kernel=model_cfg["kernel"])
+        model, init_meta = load_model(init, kernel=model_cfg["kernel"],
+                                      compile=model_cfg["compile"])
         check_compatible(model, init, species, model_cfg["r_max"])
         if "n_pretrain" not in init_meta:
             raise ValueError(f"{init}: its record has no n_pretrain (not written by "

@@ -1,0 +1,188 @@
+"""Inference for MD: energy + forces of one 64- and one 216-atom carbon cell through ASE
+calculators, synthpre's ``SynthpreCalculator`` vs NequIP 0.19.1's ``NequIPCalculator``.
+
+Codes (``--codes``): ``synthpre`` (fast kernel through torch.compile, ``model.compile``
+true), ``synthpre-eager`` (the same kernel eagerly), ``nequip-eager`` (NequIP's
+``GraphModel``), ``nequip-compile`` (built with ``compile_mode="compile"``; NequIP runs a
+one-structure batch through its eager model anyway: ``CompileGraphModel.forward`` falls back
+to eager when a batch dimension is 1, so this is a check of that path, not a faster one)
+and ``nequip-torchscript`` (what ``nequip-compile --mode torchscript`` writes: NequIP's
+``prepare_model_for_compile``, e3nn's ``script``, ``torch.jit.freeze``; its recommended
+``aotinductor`` mode was not run, see docs/benchmarks.md).
+
+Same architecture as ``bench_train.py`` (paper size, float32, random weights, seed 0), the
+same cells (rattled diamond at 3.567 Å, 2x2x2 and 3x3x3 conventional cells), one thread.
+Each calculator gets ``--warmup`` untimed calls (the first compiles, for compiled codes:
+reported as ``first_call_s``), then ``--calls`` timed calls on positions jittered by 0.01 Å
+per call (as MD moves them; the same sequence for every code), each computing energy and
+forces from scratch (neighbour list included). Reports calls/s per wall second and per
+second of the process's CPU time, and the energy of the first cell (same weights are not
+shared between the codes: energies are not comparable, they only show a finite result).
+
+    .venv/bin/python benchmarks/bench_inference.py --calls 50 --repeats 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from bench_train import HYPER, machine, median  # noqa: E402
+
+CODES = ("synthpre", "synthpre-eager", "nequip-eager", "nequip-compile", "nequip-torchscript")
+
+
+def cell(n_rep: int):
+    from ase.build import bulk
+    atoms = bulk("C", "diamond", a=3.567, cubic=True).repeat(n_rep)
+    atoms.rattle(0.05, seed=0)
+    return atoms
+
+
+def average_neighbours(atoms, r_max: float) -> float:
+    from vesin import NeighborList
+    i, = NeighborList(cutoff=r_max, full_list=True).compute(
+        atoms.positions, atoms.cell.array, True, quantities="i")
+    return len(i) / len(atoms)
+
+
+def time_calls(calc, atoms, args) -> dict:
+    import numpy as np
+    atoms = atoms.copy()
+    atoms.calc = calc
+    rng = np.random.default_rng(1)
+    t0 = time.perf_counter()
+    energy = float(atoms.get_potential_energy())
+    first = time.perf_counter() - t0
+    for _ in range(args.warmup - 1):
+        atoms.positions += rng.normal(0, 0.01, atoms.positions.shape)
+        atoms.get_forces()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(args.calls):
+        atoms.positions += rng.normal(0, 0.01, atoms.positions.shape)
+        forces = atoms.get_forces()
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert np.isfinite(forces).all() and np.isfinite(energy)
+    return {"atoms": len(atoms), "first_call_s": first, "calls_per_s": args.calls / wall,
+            "calls_per_cpu_s": args.calls / cpu, "ms_per_call": 1e3 * wall / args.calls,
+            "energy_eV": energy}
+
+
+def run_synthpre(args, cells) -> list[dict]:
+    import torch
+    sys.path.insert(0, str(ROOT.parent / "src"))
+    from synthpre.calculator import SynthpreCalculator
+    from synthpre.model import NequIP
+    from synthpre.modelfile import save_model
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model = NequIP.from_config({**HYPER, "species": ["C"], "avg_num_neighbors": args.avg_nn,
+                                "compile": args.worker == "synthpre"})
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.pt"
+        save_model(path, model, {"e0": {"C": 0.0}})
+        for atoms in cells:  # a fresh calculator per size, as MD would
+            out.append(time_calls(SynthpreCalculator(path, device=args.device), atoms, args))
+    return out
+
+
+def run_nequip(args, cells) -> list[dict]:
+    import torch
+    from nequip.data.transforms import ChemicalSpeciesToAtomTypeMapper, NeighborListTransform
+    from nequip.integrations.ase import NequIPCalculator
+    from nequip.model import NequIPGNNModel
+    from nequip.utils.global_state import set_global_state
+    set_global_state()
+    torch.set_num_threads(args.threads)
+    mode = "compile" if args.worker == "nequip-compile" else "eager"
+    model = NequIPGNNModel(
+        seed=args.seed, model_dtype=HYPER["dtype"], r_max=HYPER["r_max"], type_names=["C"],
+        compile_mode=mode, num_layers=HYPER["num_layers"], l_max=HYPER["l_max"],
+        parity=HYPER["parity"], num_features=HYPER["num_features"],
+        radial_mlp_depth=HYPER["radial_mlp_depth"], radial_mlp_width=HYPER["radial_mlp_width"],
+        num_bessels=HYPER["num_basis"], bessel_trainable=True, polynomial_cutoff_p=6,
+        avg_num_neighbors=args.avg_nn, readout_mlp_hidden_layers_depth=1,
+        readout_mlp_hidden_layers_width=16, readout_mlp_nonlinearity=None,
+        per_type_energy_scales=1.0, per_type_energy_shifts=0.0).eval()
+    if args.worker == "nequip-torchscript":
+        from e3nn.util.jit import script
+        from nequip.utils.compile import prepare_model_for_compile
+        frozen = torch.jit.freeze(script(prepare_model_for_compile(model, args.device)).eval())
+
+        class Frozen(torch.nn.Module):  # NequIPCalculator asks .training, which freezing drops
+            def forward(self, data):
+                return frozen(data)
+        model = Frozen().eval()
+    transforms = [ChemicalSpeciesToAtomTypeMapper(model_type_names=["C"],
+                                                  chemical_species_to_atom_type_map={"C": "C"}),
+                  NeighborListTransform(r_max=HYPER["r_max"])]
+    return [time_calls(NequIPCalculator(model, device=args.device, transforms=transforms),
+                       atoms, args) for atoms in cells]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--codes", nargs="+", choices=CODES, default=list(CODES))
+    ap.add_argument("--sizes", nargs="+", type=int, default=[2, 3],
+                    help="conventional diamond cells per side: 2 -> 64 atoms, 3 -> 216")
+    ap.add_argument("--calls", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--nequip-python", default="/tmp/nequip-venv/bin/python")
+    ap.add_argument("--synthpre-python", default=sys.executable)
+    ap.add_argument("--worker", choices=CODES)
+    ap.add_argument("--avg-nn", type=float)
+    ap.add_argument("--json", help="write the results here too")
+    args = ap.parse_args()
+    cells = [cell(n) for n in args.sizes]
+    if args.worker:
+        run = run_synthpre if args.worker.startswith("synthpre") else run_nequip
+        print("RESULT " + json.dumps(run(args, cells)))
+        return
+
+    avg_nn = average_neighbours(cells[0], HYPER["r_max"])
+    common = ["--sizes", *map(str, args.sizes), "--calls", str(args.calls), "--warmup",
+              str(args.warmup), "--threads", str(args.threads), "--device", args.device,
+              "--seed", str(args.seed), "--avg-nn", repr(avg_nn)]
+    runs: dict[str, list[list[dict]]] = {code: [] for code in args.codes}
+    for _ in range(args.repeats):
+        for code in args.codes:
+            python = args.nequip_python if code.startswith("nequip") else args.synthpre_python
+            proc = subprocess.run([python, __file__, "--worker", code, *common],
+                                  capture_output=True, text=True, check=False)
+            lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode or not lines:
+                print(code, proc.stdout[-2000:], proc.stderr[-3000:], file=sys.stderr)
+                continue
+            runs[code].append(json.loads(lines[-1][len("RESULT "):]))
+            print(code, json.dumps(runs[code][-1]), flush=True)
+    table = {code: [{"atoms": rs[0][k]["atoms"],
+                     "calls_per_s": median([r[k]["calls_per_s"] for r in rs]),
+                     "calls_per_cpu_s": median([r[k]["calls_per_cpu_s"] for r in rs]),
+                     "first_call_s": median([r[k]["first_call_s"] for r in rs])}
+                    for k in range(len(args.sizes))] for code, rs in runs.items() if rs}
+    summary = {"machine": machine(), "device": args.device, "threads": args.threads,
+               "calls": args.calls, "repeats": args.repeats, "avg_num_neighbors": avg_nn,
+               "medians": table, "runs": runs}
+    if "synthpre" in table:
+        summary["cpu_ratio_synthpre_over"] = {
+            code: [a["calls_per_cpu_s"] / b["calls_per_cpu_s"]
+                   for a, b in zip(table["synthpre"], rows)]
+            for code, rows in table.items() if code != "synthpre"}
+    print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
