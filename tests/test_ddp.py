@@ -48,7 +48,7 @@ def _gradients():
                                                                   "forces")}}
     model = tiny_model(records, "float64", seed=3)
     graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in records]
-    loss = gradient_step(model, graphs, 4.0, "cpu")
+    loss = float(gradient_step(model, graphs, 4.0, "cpu"))
     return {n: p.grad.clone() for n, p in model.named_parameters()}, loss
 
 

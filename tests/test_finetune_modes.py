@@ -62,7 +62,7 @@ def test_replay_adds_its_weighted_loss_to_the_step():
         return loss_fn(model(batch), batch, 4.0).item()
 
     step = gradient_step(model, real_g, 4.0, "cpu", syn_g, 0.3)
-    assert step == pytest.approx(plain(real_g) + 0.3 * plain(syn_g), rel=1e-12)
+    assert float(step) == pytest.approx(plain(real_g) + 0.3 * plain(syn_g), rel=1e-12)
     assert plain(syn_g) > 0.1 * plain(real_g)  # the synthetic term is not negligible here
 
 

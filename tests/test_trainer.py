@@ -2,6 +2,8 @@
 non-finite losses fail, NVE conserves energy."""
 import csv
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -82,7 +84,7 @@ def test_training_reduces_errors(trained):
 
 def _stop_in_epoch(records, cfg, epoch_to_stop):
     """An epoch -> batches source that asks the trainer to stop (as SIGTERM does) during the
-    first batch of ``epoch_to_stop``."""
+    first batch of ``epoch_to_stop`` (read on the training thread: loader_workers 0)."""
     def batches(epoch):
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(records))
         for k in range(0, len(records), cfg.batch_size):
@@ -96,12 +98,12 @@ def test_changed_settings_do_not_resume_a_checkpoint(tmp_path, caplog):
     """A checkpoint of other settings (here another lr) is never continued: the training
     starts afresh, its first epoch runs at the new lr, and the log says why."""
     train_recs, val_recs = carbon_records(4, 2), carbon_records(2, 3)
-    old = train_config(max_epochs=4, batch_size=2, lr=5e-3)
+    old = train_config(max_epochs=4, batch_size=2, lr=5e-3, loader_workers=0)
     with pytest.raises(Preempted):
         train(tiny_model(train_recs), _stop_in_epoch(train_recs, old, 3), val_recs, old,
               tmp_path, fingerprint={"lr": old.lr})
     STOP_REQUESTED.clear()
-    new = train_config(max_epochs=3, batch_size=2, lr=1e-3)
+    new = train_config(max_epochs=3, batch_size=2, lr=1e-3, loader_workers=0)
     with caplog.at_level("INFO", logger="synthpre.trainer"):
         summary = train(tiny_model(train_recs), _stop_in_epoch(train_recs, new, None), val_recs,
                         new, tmp_path, fingerprint={"lr": new.lr})
@@ -145,7 +147,7 @@ def test_preemption_mid_epoch_resumes_exactly(tmp_path):
     """SLURM's warning signal mid-epoch: checkpoint after the current batch, stop, and a new
     call continues from that batch to the same weights as an uninterrupted run."""
     train_recs, val_recs = carbon_records(8, 6), carbon_records(2, 7)
-    cfg = train_config(max_epochs=3, batch_size=2, val_batch_size=2)
+    cfg = train_config(max_epochs=3, batch_size=2, val_batch_size=2, loader_workers=0)
 
     def batches(epoch, stop_at=None):
         order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_recs))
@@ -169,10 +171,46 @@ def test_preemption_mid_epoch_resumes_exactly(tmp_path):
         [h["train_loss"] for h in b["state"]["history"]]
 
 
+def test_a_signal_with_a_loader_worker_resumes_to_the_same_weights(tmp_path):
+    """With the graphs built in a DataLoader worker (batches read ahead), SLURM's signal still
+    stops the trainer after the batch it is on, and the resumed run, skipping what was
+    trained, ends with the weights of an uninterrupted one."""
+    import os
+    import signal
+
+    train_recs, val_recs = carbon_records(8, 6), carbon_records(2, 7)
+    cfg = train_config(max_epochs=3, batch_size=2, val_batch_size=2, loader_workers=1)
+    trainer_pid = os.getpid()
+
+    def batches(epoch, signal_at=None):
+        order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_recs))
+        for k in range(0, 8, 2):
+            if (epoch, k // 2) == signal_at:
+                assert os.getpid() != trainer_pid  # read in the worker process
+                os.kill(trainer_pid, signal.SIGUSR1)
+            yield [train_recs[i] for i in order[k:k + 2]]
+
+    train(tiny_model(train_recs), batches, val_recs, cfg, tmp_path / "straight")
+    previous = signal.signal(signal.SIGUSR1, request_stop)
+    try:
+        with pytest.raises(Preempted, match="epoch 2 after batch"):
+            train(tiny_model(train_recs), lambda e: batches(e, signal_at=(2, 0)), val_recs, cfg,
+                  tmp_path / "resumed")
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        STOP_REQUESTED.clear()
+    train(tiny_model(train_recs, seed=7), batches, val_recs, cfg, tmp_path / "resumed")
+    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)
+            for d in ("straight", "resumed"))
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
 def test_streaming_source_matches_list(tmp_path):
-    """A callable epoch -> batches of records trains exactly like the same batches from a list."""
+    """A callable epoch -> batches of records trains exactly like the same batches from a list,
+    whether a DataLoader worker builds its graphs or the training thread does."""
     train_recs, val_recs = carbon_records(6, 4), carbon_records(2, 5)
     cfg = train_config(max_epochs=2, batch_size=3, val_batch_size=2)
+    assert cfg.loader_workers == 1  # the schema's default
     train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path / "list")
 
     def epoch_batches(epoch):
@@ -180,9 +218,11 @@ def test_streaming_source_matches_list(tmp_path):
         return [[train_recs[i] for i in order[k:k + 3]] for k in range(0, 6, 3)]
 
     train(tiny_model(train_recs), epoch_batches, val_recs, cfg, tmp_path / "stream")
-    a, b = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["ema"]
-            for d in ("list", "stream"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    train(tiny_model(train_recs), epoch_batches, val_recs, replace(cfg, loader_workers=0),
+          tmp_path / "stream0")
+    a, b, c = (torch.load(tmp_path / d / "checkpoint.pt", weights_only=True)["ema"]
+               for d in ("list", "stream", "stream0"))
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], c[k]) for k in a)
 
 
 def test_early_stopping(tmp_path):

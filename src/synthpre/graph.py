@@ -33,9 +33,17 @@ class Batch:
     def num_structures(self) -> int:
         return int(self.n_atoms.shape[0])
 
-    def to(self, device) -> "Batch":
+    def to(self, device, non_blocking: bool = False) -> "Batch":
+        return self._map(lambda t: t.to(device, non_blocking=non_blocking))
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies (the DataLoader calls this for a GPU), so ``to(cuda,
+        non_blocking=True)`` overlaps the copy with compute."""
+        return self._map(torch.Tensor.pin_memory)
+
+    def _map(self, fn) -> "Batch":
         return replace(self, **{f.name: None if getattr(self, f.name) is None
-                                else getattr(self, f.name).to(device) for f in fields(self)})
+                                else fn(getattr(self, f.name)) for f in fields(self)})
 
 
 def species_index(numbers: np.ndarray, species: list[str]) -> np.ndarray:

@@ -15,7 +15,7 @@ import json
 # Fields of the training recipe (``train`` merged with a stage's overrides) that a job reads.
 TRAIN_FIELDS = ("batch_size", "val_batch_size", "lr", "energy_weight", "ema_decay", "patience",
                 "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed",
-                "tensorboard")
+                "tensorboard", "loader_workers")
 
 
 def strict(cls, mapping: dict, where: str, **extra):

@@ -67,6 +67,7 @@ class TrainConfig:
     lr_patience: int
     seed: int
     tensorboard: bool           # per-epoch scalars in <out_dir>/tensorboard/ (rank 0)
+    loader_workers: int         # processes building a streamed source's graphs (0: this one)
     device: str                 # picked in one place: train.join_ranks_and_pick_device
 
 
@@ -104,15 +105,16 @@ def shard_batch(graphs: list[Batch], rank: int, size: int) -> tuple[Batch, tuple
 
 
 def gradient_step(model: NequIP, graphs: list[Batch], energy_weight: float, device,
-                  replay: list[Batch] = (), replay_weight: float = 0.0) -> float:
-    """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss.
+                  replay: list[Batch] = (), replay_weight: float = 0.0) -> torch.Tensor:
+    """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss as
+    a 0-d tensor on ``device`` (reading it would make the host wait for the GPU every step).
     ``replay`` graphs add ``replay_weight`` x their own loss (normalised over themselves)."""
     rank, size = world()
     loss = torch.zeros((), dtype=model.dtype, device=device)
     for part, weight in ((graphs, 1.0), (replay, replay_weight)):
         if part[rank::size]:  # a last batch smaller than the world: some ranks add nothing
             batch, totals = shard_batch(part, rank, size)
-            batch = batch.to(device)
+            batch = batch.to(device, non_blocking=True)
             loss = loss + weight * loss_fn(model(batch), batch, energy_weight, totals)
     if loss.requires_grad:
         loss.backward()
@@ -125,7 +127,7 @@ def gradient_step(model: NequIP, graphs: list[Batch], energy_weight: float, devi
         for p, g in zip(trained, flat[:-1].split([q.numel() for q in grads])):
             p.grad = g.view_as(p).clone()
         loss = flat[-1]
-    return loss.item()
+    return loss
 
 
 def _predict_batches(model: NequIP, batches: Iterable[Batch], device) -> list:
@@ -179,15 +181,39 @@ def evaluate_metrics(model: NequIP, records: list[dict], batch_size: int = 20,
     return result
 
 
-def _train_batches(train_data, epoch: int, cfg: TrainConfig, graphs: list[Batch] | None,
-                   graph_args: tuple) -> Iterable[list[Batch]]:
-    """The epoch's batches as lists of one-structure graphs (every rank gets the same)."""
+class _StreamedGraphs(torch.utils.data.IterableDataset):
+    """One epoch of a streaming source as graphs, built where the DataLoader iterates it (a
+    worker process: the neighbour lists of the next batches are built while this one trains).
+    ``skip`` batches (already trained before a resume) are passed over as records."""
+
+    def __init__(self, train_data, epoch: int, skip: int, graph_args: tuple):
+        self.train_data, self.epoch, self.skip, self.graph_args = train_data, epoch, skip, \
+            graph_args
+
+    def __iter__(self):
+        for records in itertools.islice(self.train_data(self.epoch), self.skip, None):
+            yield [build_graph(r, *self.graph_args) for r in records]
+
+
+def _as_is(batch):
+    return batch
+
+
+def _train_batches(train_data, epoch: int, skip: int, cfg: TrainConfig,
+                   graphs: list[Batch] | None, graph_args: tuple) -> Iterable[list[Batch]]:
+    """The epoch's batches after the first ``skip``, as lists of one-structure graphs (every
+    rank gets the same). A streaming source (pre-training on shards) is read and turned into
+    graphs by ``cfg.loader_workers`` DataLoader workers (0: on the training thread), pinned for
+    a GPU so the copy overlaps compute; in-memory records have their graphs cached."""
     if callable(train_data):  # streaming source: it owns its (epoch-seeded) order
-        for records in train_data(epoch):
-            yield [build_graph(r, *graph_args) for r in records]
+        workers = cfg.loader_workers
+        yield from torch.utils.data.DataLoader(
+            _StreamedGraphs(train_data, epoch, skip, graph_args), batch_size=None,
+            collate_fn=_as_is, num_workers=workers, prefetch_factor=4 if workers else None,
+            pin_memory=torch.device(cfg.device).type == "cuda")
         return
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_data))
-    for k in range(0, len(order), cfg.batch_size):
+    for k in range(skip * cfg.batch_size, len(order), cfg.batch_size):
         yield [graphs[i] for i in order[k:k + cfg.batch_size]]
 
 
@@ -195,9 +221,8 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, n_updates: int,
                 max_decay: float) -> None:
     """EMA step with torch_ema's warm-up (NequIP's default): early steps forget faster."""
     decay = min(max_decay, (1 + n_updates) / (10 + n_updates))
-    with torch.no_grad():
-        for p_ema, p in zip(ema.parameters(), model.parameters()):
-            p_ema.lerp_(p, 1.0 - decay)
+    with torch.no_grad():  # one fused update of all parameters, no per-tensor loop
+        torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -334,27 +359,37 @@ def train(model: NequIP,
     while not state["finished"]:
         start = time.perf_counter()
         epoch = state["epoch"] + 1
-        batches = _train_batches(train_data, epoch, cfg, graphs, graph_args)
         # A resumed epoch skips the batches it already trained on: same batches, same order.
-        for batch_graphs in itertools.islice(batches, state["batches_done"], None):
+        first = state["batches_done"]
+        step_losses = []  # on the device, read once per epoch (or at a stop)
+
+        def settle_losses() -> None:
+            """Move this epoch's step losses to the host, failing on the first non-finite."""
+            values = torch.stack(step_losses).tolist() if step_losses else []
+            for k, value in enumerate(values):
+                _check_finite(value, "the training loss",
+                              f"{name}, epoch {epoch}, batch {first + k + 1}")
+            state["epoch_losses"] += values
+            step_losses.clear()
+
+        for batch_graphs in _train_batches(train_data, epoch, first, cfg, graphs, graph_args):
             optimizer.zero_grad(set_to_none=True)
             extra = [] if replay is None else [
                 build_graph(r, *graph_args)
                 for r in replay.draw(epoch, state["batches_done"], len(batch_graphs))]
-            loss = gradient_step(model, batch_graphs, cfg.energy_weight, device, extra,
-                                 replay.weight if replay else 0.0)
-            _check_finite(loss, "the training loss", f"{name}, epoch {epoch}, batch "
-                                                      f"{state['batches_done'] + 1}")
-            state["epoch_losses"].append(loss)
+            step_losses.append(gradient_step(model, batch_graphs, cfg.energy_weight, device,
+                                             extra, replay.weight if replay else 0.0))
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
             _update_ema(ema, model, n, cfg.ema_decay)
             state["batches_done"] += 1
             if STOP_REQUESTED.is_set():
+                settle_losses()  # no checkpoint of weights a non-finite loss has touched
                 state["wall_time_s"] += time.perf_counter() - start
                 checkpoint()
                 raise Preempted(f"stopped in epoch {epoch} after batch "
                                 f"{state['batches_done']}; checkpoint {ckpt_path}")
+        settle_losses()
         losses, state["epoch_losses"], state["batches_done"] = state["epoch_losses"], [], 0
 
         val = _metrics(val_records, _predict_batches(ema, val_batches, device))
