@@ -4,7 +4,6 @@ before any job, batched labels equal single ones, and two-species cells, labels,
 E0 fits come out right."""
 from __future__ import annotations
 
-import copy
 import subprocess
 import sys
 from pathlib import Path
@@ -102,11 +101,12 @@ def test_md_trajectory_with_two_species_runs():
 
 
 def load_config(**synthetic) -> dict:
+    """config.yaml with these synthetic fields, completed by the schema as Snakemake does."""
+    from synthpre.config import complete
+
     config = yaml.safe_load((REPO / "config.yaml").read_text())
-    config = copy.deepcopy(config)
     config["synthetic"].update(synthetic)
-    config["synthetic"].setdefault("min_distance", 1.0)
-    return config
+    return complete(config)
 
 
 @pytest.mark.parametrize("name", ["sevennet-0", "chgnet-0.3"])
