@@ -53,7 +53,8 @@ def make_shards(out: Path, n: int, labels: str, per_shard: int = 1000) -> list[s
 
 
 def worker(shard_dir: str, steps: int, batch: int, workers: int) -> dict:
-    """One epoch of ``steps`` gradient steps on the shards, streamed as pre-training does."""
+    """One epoch of ``steps`` gradient steps on the shards (fewer if the shards hold fewer
+    batches), streamed as pre-training does."""
     import itertools
 
     import torch
@@ -76,12 +77,11 @@ def worker(shard_dir: str, steps: int, batch: int, workers: int) -> dict:
     start, cpu0 = time.perf_counter(), time.process_time()
     train(NequIP.from_config(MODEL), data, val, cfg, Path(shard_dir) / f"run{workers}")
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # the loader worker, if any
-    return {"loader_workers": workers, "structures": steps * batch, "wall_s": wall,
-            "ms_per_structure_wall": 1000 * wall / (steps * batch),
-            "ms_per_structure_cpu_main": 1000 * cpu / (steps * batch),
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_rss_worker_mib": children.ru_maxrss / 1024}
+    n = min(steps * batch, sum(len(read_shard(p)) for p in paths))
+    return {"loader_workers": workers, "structures": n, "wall_s": wall,
+            "ms_per_structure_wall": 1000 * wall / n,
+            "ms_per_structure_cpu_main": 1000 * cpu / n,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:

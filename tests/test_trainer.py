@@ -209,8 +209,7 @@ def test_streaming_source_matches_list(tmp_path):
     """A callable epoch -> batches of records trains exactly like the same batches from a list,
     whether a DataLoader worker builds its graphs or the training thread does."""
     train_recs, val_recs = carbon_records(6, 4), carbon_records(2, 5)
-    cfg = train_config(max_epochs=2, batch_size=3, val_batch_size=2)
-    assert cfg.loader_workers == 1  # the schema's default
+    cfg = train_config(max_epochs=2, batch_size=3, val_batch_size=2, loader_workers=1)
     train(tiny_model(train_recs), train_recs, val_recs, cfg, tmp_path / "list")
 
     def epoch_batches(epoch):
