@@ -10,9 +10,9 @@ import numpy as np
 from .atomic import atomic_path, write_json
 from .modelfile import load_model
 from .replay import shift_energies
-from .shard import shard_paths
+from .shard import synthetic_validation
 from .shard_files import read_shard
-from .train import FINETUNE_MODES, MAX_VAL_STRUCTURES
+from .train import FINETUNE_MODES
 from .trainer import evaluate_metrics, predict
 
 POINT = re.compile(rf"(?P<mode>scratch|{'|'.join(FINETUNE_MODES)})(/(?P<labeller>[^/]+)(/k\d+)?)?"
@@ -57,9 +57,8 @@ def synthetic_errors(model_path: str, records: list[dict]) -> dict:
 
 def forgetting(model_path: str, init_path: str, manifest: str) -> dict:
     """The fine-tuned and the pre-trained model's errors on the labeller's synthetic
-    validation set (the first MAX_VAL_STRUCTURES, as pre-training validated on)."""
-    records = [r for p in shard_paths(manifest, "val") for r in read_shard(p)]
-    records = records[:MAX_VAL_STRUCTURES]
+    validation set, the structures pre-training validated on."""
+    records = synthetic_validation(manifest)
     if not records:
         raise ValueError(f"{manifest}: no synthetic validation structures to measure "
                          f"forgetting on (synthetic.val_fraction is 0?)")

@@ -23,7 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from ase.data import atomic_numbers
+
+from .composition import species_counts
 
 
 @dataclass
@@ -56,9 +57,8 @@ class Replay:
 def shift_energies(records: list[dict], shift_change: dict[str, float]) -> list[dict]:
     """Copies of ``records`` whose energies moved by Σ_s Δ_s N_s (Δ: the model's shift change,
     {symbol: eV/atom}); the arrays are shared, not copied."""
-    moved = []
-    for record in records:
-        numbers = np.asarray(record["numbers"])
-        delta = sum(d * int(np.sum(numbers == atomic_numbers[s])) for s, d in shift_change.items())
-        moved.append({**record, "energy": float(record["energy"]) + delta})
-    return moved
+    if not records or not shift_change:
+        return list(records)
+    counts = species_counts([r["numbers"] for r in records], list(shift_change))
+    deltas = counts @ np.array(list(shift_change.values()), dtype=float)
+    return [{**r, "energy": float(r["energy"]) + float(d)} for r, d in zip(records, deltas)]

@@ -8,7 +8,7 @@ import numpy as np
 
 from .atomic import read_json, write_json
 from .frames import read_frames, to_record
-from .shard_files import read_column, sha256, write_shard
+from .shard_files import read_column, read_shard, sha256, write_shard
 from .stats import dataset_stats
 
 
@@ -117,3 +117,13 @@ def shard_paths(manifest_path: str, split: str) -> list[str]:
     manifest = read_json(manifest_path, "shard manifest")
     folder = os.path.dirname(manifest_path)
     return [os.path.join(folder, s["file"]) for s in manifest["shards"] if s["split"] == split]
+
+
+# Pre-training validates on (and forgetting is measured on) at most this many structures.
+MAX_VAL_STRUCTURES = 1000
+
+
+def synthetic_validation(manifest_path: str) -> list[dict]:
+    """The first MAX_VAL_STRUCTURES structures of a labeller's validation shards."""
+    records = [r for p in shard_paths(manifest_path, "val") for r in read_shard(p)]
+    return records[:MAX_VAL_STRUCTURES]

@@ -31,11 +31,10 @@ from .modelfile import load_model, save_model
 from .preemption import request_stop
 from .real_data import training_subset
 from .replay import Replay, shift_energies
-from .shard import pretraining_subset, shard_paths
+from .shard import pretraining_subset, shard_paths, synthetic_validation
 from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
 from .trainer import TrainConfig, mean_neighbors, predict, train, world
 
-MAX_VAL_STRUCTURES = 1000
 FINETUNE_MODES = ("finetune", "replay", "frozen")
 
 
@@ -150,8 +149,7 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
         verify_checksums(Path(manifest).parent, info["shards"], manifest)
         e0 = info["e0"]
         train_paths = shard_paths(manifest, "train")
-        val = [r for p in shard_paths(manifest, "val") for r in read_shard(p)]
-        val = val[:MAX_VAL_STRUCTURES]
+        val = synthetic_validation(manifest)
         avg_neighbours = info["stats"]["train"]["mean_neighbours"]  # counted when sharding
         subset = None if n_pretrain is None else \
             pretraining_subset(train_paths, n_pretrain, cfg.seed)
