@@ -60,7 +60,7 @@ def tiny_pretraining_command(tmp_path) -> list[str]:
     import json
     import sys
 
-    from defaults import train_settings
+    from defaults import run_options, train_settings
 
     from synthpre.frames import write_frames
     from synthpre.shard import build_shards
@@ -76,6 +76,6 @@ def tiny_pretraining_command(tmp_path) -> list[str]:
                                                  "num_basis": 4, "dtype": "float64"},
                               train={"max_epochs": 2, "batch_size": 4})
     return [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
-            json.dumps(settings), "--stage", "pretrain", "--manifest",
+            json.dumps(settings), "--run-options", run_options(), "--stage", "pretrain", "--manifest",
             str(tmp_path / "shards" / "manifest.json")]
 

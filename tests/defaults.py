@@ -2,6 +2,8 @@
 override single fields as a config would."""
 from __future__ import annotations
 
+import json
+
 from synthpre.config import complete
 from synthpre.dft import DFTSettings
 from synthpre.md import Protocol
@@ -49,3 +51,9 @@ def train_settings(stage: str, model: dict | None = None, train: dict | None = N
               "train": {**DEFAULTS["train"], **(train or {})},
               "finetune": {**DEFAULTS["finetune"], "fit_shift": fit_shift}}
     return job_settings.train(config, stage)
+
+
+def run_options(**override) -> str:
+    """``--run-options`` of a training command (``job_settings.train_run_options``): the eager
+    kernel (compiling costs seconds per process), no TensorBoard, graphs on the training thread."""
+    return json.dumps({"compile": False, "tensorboard": False, "loader_workers": 0, **override})

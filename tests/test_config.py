@@ -49,12 +49,13 @@ def test_a_missing_min_distance_gets_the_schemas_value_in_every_stage(tmp_path):
 
 def test_every_training_option_has_a_schema_default_and_reaches_the_job():
     train_defaults = SCHEMA["properties"]["train"]["properties"]
-    assert set(train_defaults) == set(job_settings.TRAIN_FIELDS)
+    assert set(train_defaults) == {*job_settings.TRAIN_FIELDS, *job_settings.RUN_FIELDS["train"]}
     assert all("default" in v for v in train_defaults.values())
     settings = job_settings.train(complete({**MINIMAL, "train": {"lr_factor": 0.2,
                                                                  "lr_patience": 3}}), "finetune")
     assert settings["train"]["lr_factor"] == 0.2 and settings["train"]["lr_patience"] == 3
-    assert settings["model"] == DEFAULTS["model"]  # the paper's architecture by default
+    # the paper's architecture by default; compiling is how it runs, not part of it
+    assert settings["model"] == {k: v for k, v in DEFAULTS["model"].items() if k != "compile"}
     with pytest.raises(Exception, match="lr_facter"):  # a typo is refused, not ignored
         complete({**MINIMAL, "train": {"lr_facter": 0.2}})
 
@@ -99,3 +100,17 @@ def test_a_stage_runs_by_hand_from_the_yaml_config(tmp_path):
         outs[how] = json.loads((tmp_path / how / "summary.json").read_text())
     assert outs["yaml"] == outs["json"]
     assert outs["yaml"]["n_test"] > 0
+
+
+def test_how_a_training_runs_is_not_part_of_its_settings():
+    """model.compile, train.loader_workers and train.tensorboard change the float rounding or
+    the speed, not the result: they reach the job beside its settings, so changing one neither
+    reruns a finished training (its params, tests/test_reruns.py) nor refuses a checkpoint
+    (whose fingerprint holds the settings)."""
+    config = complete(MINIMAL)
+    changed = complete({**MINIMAL, "model": {"compile": not config["model"]["compile"]},
+                        "train": {"loader_workers": 2, "tensorboard": True}})
+    for stage in ("pretrain", "finetune", "replay", "frozen", "scratch"):
+        assert job_settings.train(config, stage) == job_settings.train(changed, stage)
+        assert job_settings.train_run_options(changed, stage) == {
+            "compile": not config["model"]["compile"], "loader_workers": 2, "tensorboard": True}

@@ -116,10 +116,13 @@ def test_tensorboard_is_off_by_the_schema_and_the_train_section_switches_it_on()
     validated = load_config(str(REPO / "config.yaml"))
     assert validated["train"]["tensorboard"] is False
     assert "tensorboard" not in validated["pretrain"] and "tensorboard" not in validated["finetune"]
+
+    def config_of(stage):
+        return job_config(job_settings.train(validated, stage),
+                          job_settings.train_run_options(validated, stage), "cpu")
     for stage in ("pretrain", "finetune", "scratch"):
-        settings = job_settings.train(validated, stage)
-        assert job_config(settings, "cpu").tensorboard is False
+        assert config_of(stage).tensorboard is False
     validated["train"]["tensorboard"] = True
     validated["finetune"]["tensorboard"] = False
-    assert job_config(job_settings.train(validated, "pretrain"), "cpu").tensorboard is True
-    assert job_config(job_settings.train(validated, "scratch"), "cpu").tensorboard is False
+    assert config_of("pretrain").tensorboard is True
+    assert config_of("scratch").tensorboard is False

@@ -13,7 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from defaults import train_settings
+from defaults import run_options, train_settings
 import yaml
 
 from synthpre.shard_files import sha256
@@ -61,6 +61,8 @@ def finished(tiny_run, tmp_path_factory):
     ({"real": {"test_fraction": 0.3}},  # new test cells: new stability starts for all
      {"real_data": 1, "finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1,
       "stability_reference": 1, "stability": 14, "stability_curves": 1}),
+    # how trainings run, not what they compute (job_settings.RUN_FIELDS): nothing reruns
+    ({"model": {"compile": True}, "train": {"loader_workers": 1, "tensorboard": True}}, {}),
     ({"stability": {"protocol": {"hold_ps": 0.2}}},
      {"stability_reference": 1, "stability": 14, "stability_curves": 1}),
 ])
@@ -102,7 +104,7 @@ def _pretrain(shards: Path, out: Path) -> subprocess.CompletedProcess:
     settings = train_settings("pretrain", model={"num_layers": 1, "num_features": 4,
                                                  "num_basis": 4},
                               train={"max_epochs": 1, "batch_size": 5})
-    return subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--stage",
+    return subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--run-options", run_options(), "--stage",
                            "pretrain", "--manifest", str(shards / "manifest.json"), "--out",
                            str(out)], capture_output=True, text=True, timeout=300)
 
@@ -163,7 +165,7 @@ def test_a_second_trainer_on_the_same_folder_is_refused(tmp_path, real_like_file
         settings = train_settings("scratch", model={"num_layers": 1, "num_features": 4,
                                                     "num_basis": 4},
                                   train={"max_epochs": 1, "batch_size": 2})
-        proc = subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--stage",
+        proc = subprocess.run([SYNTHPRE, "train", "--settings", json.dumps(settings), "--run-options", run_options(), "--stage",
                                "scratch", "--real-dir", str(tmp_path / "real"), "--n", "3",
                                "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")],
                               capture_output=True, text=True, timeout=300)

@@ -236,13 +236,13 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
     from synthpre.real_data import ingest
 
     ingest(str(real_like_file), str(tmp_path / "real"), ["C"])
-    from defaults import train_settings
+    from defaults import run_options, train_settings
 
     settings = train_settings("scratch", model={"num_layers": 1, "num_features": 4,
                                                 "num_basis": 4},
                               train={"max_epochs": 100000, "patience": 100000, "batch_size": 2})
     command = [str(Path(sys.executable).parent / "synthpre"), "train", "--settings",
-               json.dumps(settings), "--stage", "scratch", "--real-dir", str(tmp_path / "real"),
+               json.dumps(settings), "--run-options", run_options(), "--stage", "scratch", "--real-dir", str(tmp_path / "real"),
                "--n", "6", "--seed", "1", "--out", str(tmp_path / "out" / "model.pt")]
     script = tmp_path / "job.sh"
     script.write_text("#!/bin/bash\nexec " + " ".join(f"'{c}'" for c in command) + "\n")
@@ -281,6 +281,8 @@ def test_training_killed_by_time_limit_resumes_from_checkpoint(tmp_path, slurm_c
      "rule pretrain: resource gpu=4 exceeds the 1 GPUs of partition 'gpu'"),
     (["--default-resources", "slurm_partition=bigmem", "mem_mb=1000"],
      "resource slurm_partition='bigmem' is not a partition of this cluster"),
+    (["--set-resources", "scratch:slurm_partition=gpu", "scratch:gres=shard:16"],
+     "rule scratch: resource gres=shard:16 exceeds the 4 'shard' GRES of partition 'gpu'"),
 ])
 def test_unsatisfiable_profile_resource_is_named_before_submission(tmp_path, slurm_cluster,
                                                                     real_like_file, override,
@@ -293,6 +295,60 @@ def test_unsatisfiable_profile_resource_is_named_before_submission(tmp_path, slu
     assert proc.returncode != 0
     assert message in proc.stdout, proc.stdout[-3000:]
     assert "SLURM jobid" not in proc.stdout  # nothing was submitted
+
+
+SHARED_GPU_SNAKEFILE = textwrap.dedent(
+    r"""
+    localrules: all
+
+    rule all:
+        input: expand("finetune/{i}.txt", i=range(2)), "scratch.txt"
+
+    rule finetune:
+        output: "finetune/{i}.txt"
+        shell:
+            "echo $(date +%s.%N) $SLURM_JOB_ID ${{CUDA_VISIBLE_DEVICES:-none}} > {output}.tmp; "
+            "sleep 15; echo $(date +%s.%N) >> {output}.tmp; mv {output}.tmp {output}"
+
+    use rule finetune as scratch with:
+        output: "scratch.txt"
+    """
+)
+
+
+def test_fine_tunes_share_one_gpu_with_the_shared_gpu_profile(tmp_path, slurm_cluster):
+    """profiles/slurm-shared-gpu after profiles/slurm: each fine-tuning job is its own SLURM
+    job asking for one GPU shard, and SLURM runs two of them at once on the node's one GPU
+    (both see it as device 0); every other rule keeps profiles/slurm's resources."""
+    import yaml
+
+    snakefile = tmp_path / "Snakefile"
+    snakefile.write_text(SHARED_GPU_SNAKEFILE)
+    proc = run_snakemake_on_slurm(tmp_path, snakefile, None,
+                                  ["--profile", str(REPO / "profiles" / "slurm-shared-gpu")])
+    jobs = slurm_jobs(proc)
+    assert sorted(jobs.values()) == ["finetune", "finetune", "scratch"], jobs
+    for jid in jobs:
+        info = scontrol_job(jid)
+        assert info["JobState"] == "COMPLETED" and info["Partition"] == "gpu", info
+        assert "shard:1" in info.get("TresPerNode", "") + info.get("TresPerJob", ""), info
+        assert "gres:gpu" not in info.get("TresPerNode", "") + info.get("TresPerJob", ""), info
+    runs = []
+    for out in [*(tmp_path / "finetune").glob("*.txt"), tmp_path / "scratch.txt"]:
+        (start, job, device), (end,) = (line.split() for line in out.read_text().splitlines())
+        assert device == "0", out.read_text()  # the node's one GPU, shared
+        runs.append((float(start), float(end), job))
+    assert len({job for *_, job in runs}) == 3  # three SLURM jobs
+    runs.sort()
+    overlaps = [a_end > b_start for (_, a_end, _), (b_start, _, _) in zip(runs, runs[1:])]
+    assert any(overlaps), runs  # at least two ran at the same time on the one GPU (2 CPUs)
+    base = yaml.safe_load((SLURM_PROFILE / "config.yaml").read_text())["set-resources"]
+    shared = yaml.safe_load((REPO / "profiles/slurm-shared-gpu/config.yaml").read_text())[
+        "set-resources"]
+    fine_tuning = {"finetune", "replay", "frozen", "scratch"}
+    assert {k: v for k, v in shared.items() if k not in fine_tuning} == \
+        {k: v for k, v in base.items() if k not in fine_tuning}
+    assert set(shared) == set(base)
 
 
 def test_srun_pretraining_across_tasks_matches_one_process(tmp_path, slurm_cluster):

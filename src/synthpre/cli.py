@@ -97,10 +97,24 @@ def cmd_dft(args) -> None:
     print(json.dumps(summary, default=str))
 
 
+def _run_options(args) -> dict:
+    """How a training runs (``job_settings.train_run_options``): ``--run-options`` JSON beside
+    ``--settings``, or taken from ``--configfile``."""
+    if args.configfile:
+        from .config import load_config
+        return job_settings.train_run_options(load_config(*args.configfile), args.stage)
+    if not args.run_options:
+        raise ValueError("--run-options is needed with --settings (JSON with "
+                         f"{', '.join(f for fields in job_settings.RUN_FIELDS.values() for f in fields)}; "
+                         "or give --configfile)")
+    return json.loads(args.run_options)
+
+
 def cmd_train(args) -> None:
     from .train import run_training
 
-    run_training(_settings(args), args.stage, args.out, manifest=args.manifest,
+    run_training(_settings(args), _run_options(args), args.stage, args.out,
+                 manifest=args.manifest,
                  real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init,
                  n_pretrain=args.n_pretrain)
 
@@ -214,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, lambda config, args: job_settings.train(config, args.stage))
     p.add_argument("--stage", choices=["pretrain", "finetune", "replay", "frozen", "scratch"],
                    required=True, help="replay and frozen: fine-tuning modes (synthpre.train)")
+    p.add_argument("--run-options", help="JSON: how it runs, not what it computes "
+                                         "(job_settings.train_run_options; with --settings)")
     p.add_argument("--manifest", help="shard manifest (pre-training; replay's synthetic frames)")
     p.add_argument("--n-pretrain", type=int,
                    help="pre-train on this many synthetic structures (by trajectory), not all")

@@ -10,19 +10,30 @@ import subprocess
 
 
 def slurm_partitions() -> dict[str, dict]:
-    """{partition: {"cpus", "mem_mb", "gpus" per node (largest node), "time_min" or None}}."""
+    """{partition: {"cpus", "mem_mb", "gres" ({name: count}) per node (largest node),
+    "time_min" or None}}."""
     out = subprocess.run(["sinfo", "-h", "-o", "%P|%c|%m|%G|%l"], capture_output=True,
                          text=True, check=True, timeout=60).stdout
     parts: dict[str, dict] = {}
     for line in out.splitlines():
         name, cpus, mem, gres, limit = line.split("|")
-        gpus = sum(int(m.group(1)) for m in re.finditer(r"gpu(?::[^:(,]+)?:(\d+)", gres))
-        node = {"cpus": int(cpus.rstrip("+")), "mem_mb": int(mem.rstrip("+")), "gpus": gpus,
-                "time_min": _minutes(limit)}
+        node = {"cpus": int(cpus.rstrip("+")), "mem_mb": int(mem.rstrip("+")),
+                "gres": gres_counts(gres), "time_min": _minutes(limit)}
         best = parts.setdefault(name.rstrip("*"), node)
-        for key in ("cpus", "mem_mb", "gpus"):
+        for key in ("cpus", "mem_mb"):
             best[key] = max(best[key], node[key])
+        for kind, count in node["gres"].items():
+            best["gres"][kind] = max(best["gres"].get(kind, 0), count)
     return parts
+
+
+def gres_counts(gres: str) -> dict[str, int]:
+    """A GRES list as sinfo prints it or a job requests it ("gpu:a100:4(S:0-1),shard:16",
+    "shard:1") as {name: count}."""
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"(?:^|,)([A-Za-z_]+)(?::[^:(,]+)?:(\d+)", gres):
+        counts[m.group(1)] = counts.get(m.group(1), 0) + int(m.group(2))
+    return counts
 
 
 def _minutes(limit: str) -> float | None:
@@ -50,11 +61,18 @@ def check_resources(jobs: list[tuple[str, dict]], partitions: dict[str, dict]) -
         cpus = int(res.get("cpus_per_task") or res.get("_cores") or 1)
         wants = {"mem_mb": (int(res.get("mem_mb") or 0), part["mem_mb"], "MB of memory"),
                  "cpus_per_task": (cpus, part["cpus"], "CPUs"),
-                 "gpu": (int(res.get("gpu") or 0), part["gpus"], "GPUs")}
+                 "gpu": (int(res.get("gpu") or 0), part["gres"].get("gpu", 0), "GPUs")}
         for key, (want, have, what) in wants.items():
             if want > have:
                 problems[(rule, key)] = (f"rule {rule}: resource {key}={want} exceeds the "
                                          f"{have} {what} of partition {name!r}'s nodes")
+        # e.g. gres="shard:1" (fine-tunes sharing a GPU): the nodes must offer that GRES
+        for kind, want in gres_counts(str(res.get("gres") or "")).items():
+            have = part["gres"].get(kind, 0)
+            if want > have:
+                problems[(rule, "gres")] = (f"rule {rule}: resource gres={res['gres']} exceeds "
+                                            f"the {have} '{kind}' GRES of partition {name!r}'s "
+                                            f"nodes")
         runtime = res.get("runtime")
         if runtime and part["time_min"] is not None and float(runtime) > part["time_min"]:
             problems[(rule, "runtime")] = (f"rule {rule}: resource runtime={runtime} min exceeds "

@@ -12,10 +12,15 @@ from __future__ import annotations
 import dataclasses
 import json
 
-# Fields of the training recipe (``train`` merged with a stage's overrides) that a job reads.
+# Fields of the training recipe (``train`` merged with a stage's overrides) that decide a
+# training's result.
 TRAIN_FIELDS = ("batch_size", "val_batch_size", "lr", "energy_weight", "ema_decay", "patience",
-                "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed",
-                "tensorboard", "loader_workers")
+                "min_delta", "max_epochs", "min_steps", "lr_factor", "lr_patience", "seed")
+# How a training runs, not what it computes, like the device or the thread count (compiling
+# the kernel changes float rounding only, docs/benchmarks.md). They reach the job beside its
+# settings (``train_run_options``), so changing one reruns no finished training and lets an
+# unfinished one resume: switching the compiled kernel off on a GPU must not retrain a study.
+RUN_FIELDS = {"model": ("compile",), "train": ("tensorboard", "loader_workers")}
 
 
 def strict(cls, mapping: dict, where: str, **extra):
@@ -90,9 +95,9 @@ def train(config: dict, stage: str) -> dict:
     is the finetune recipe from fresh weights (every mode fits the energy shift to its data or
     none does, so the comparison is fair). Only replay jobs read ``finetune.replay`` and only
     frozen jobs ``finetune.freeze_layers``, so changing one reruns that mode alone."""
-    section = "pretrain" if stage == "pretrain" else "finetune"
-    merged = {**config["train"], **config[section]}
-    settings = {"elements": config["elements"], "model": config["model"],
+    merged = _recipe(config, stage)
+    model = {k: v for k, v in config["model"].items() if k not in RUN_FIELDS["model"]}
+    settings = {"elements": config["elements"], "model": model,
                 "train": {k: merged[k] for k in TRAIN_FIELDS}}
     if stage != "pretrain":
         settings["fit_shift"] = config["finetune"]["fit_shift"]
@@ -101,3 +106,15 @@ def train(config: dict, stage: str) -> dict:
     if stage == "frozen":
         settings["freeze_layers"] = config["finetune"]["freeze_layers"]
     return settings
+
+
+def train_run_options(config: dict, stage: str) -> dict:
+    """How a training job of ``stage`` runs (``RUN_FIELDS``): not part of its settings."""
+    merged = _recipe(config, stage)
+    return {**{k: config["model"][k] for k in RUN_FIELDS["model"]},
+            **{k: merged[k] for k in RUN_FIELDS["train"]}}
+
+
+def _recipe(config: dict, stage: str) -> dict:
+    """``train`` merged with the stage's section (pretrain, or finetune for every other)."""
+    return {**config["train"], **config["pretrain" if stage == "pretrain" else "finetune"]}

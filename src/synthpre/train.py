@@ -25,7 +25,7 @@ import torch.distributed as dist
 from .atomic import folder_lock, read_json
 from .composition import fit_per_species, species_counts
 from .freeze import freeze
-from .job_settings import strict
+from .job_settings import RUN_FIELDS, strict
 from .model import NequIP
 from .modelfile import load_model, save_model
 from .preemption import request_stop
@@ -38,9 +38,11 @@ from .trainer import TrainConfig, mean_neighbors, predict, train, world
 FINETUNE_MODES = ("finetune", "replay", "frozen")
 
 
-def train_config(settings: dict, device: str) -> TrainConfig:
-    """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)."""
-    return strict(TrainConfig, settings["train"], "train", device=device)
+def train_config(settings: dict, options: dict, device: str) -> TrainConfig:
+    """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)
+    and how it runs (``job_settings.train_run_options``)."""
+    run = {k: options[k] for k in RUN_FIELDS["train"]}
+    return strict(TrainConfig, settings["train"], "train", device=device, **run)
 
 
 def check_compatible(model: NequIP, init: str, species: list[str], r_max: float) -> None:
@@ -124,12 +126,14 @@ def replay_source(settings: dict, manifest: str, init: str, init_meta: dict, see
                   settings["replay"]["weight"], seed)
 
 
-def run_training(settings: dict, stage: str, out: str, manifest: str | None = None,
+def run_training(settings: dict, options: dict, stage: str, out: str,
+                 manifest: str | None = None,
                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
                  init: str | None = None, n_pretrain: int | None = None) -> dict:
     """One pipeline training job: ``stage`` is pretrain (shards of ``manifest``; the first
     ``n_pretrain`` structures by trajectory, or all), a fine-tuning mode (from ``init`` on the
-    real subset n, seed; replay also reads ``manifest``) or scratch (from fresh weights)."""
+    real subset n, seed; replay also reads ``manifest``) or scratch (from fresh weights).
+    ``options``: how it runs (``job_settings.train_run_options``), outside the fingerprint."""
     # SLURM sends SIGTERM at the time limit (SIGUSR1 also works, e.g. from scancel): checkpoint
     # at the next batch and stop; the retried job resumes from <model dir>/train/checkpoint.pt.
     for signum in (signal.SIGUSR1, signal.SIGTERM):
@@ -140,8 +144,8 @@ def run_training(settings: dict, stage: str, out: str, manifest: str | None = No
     if (stage in ("pretrain", "replay")) != (manifest is not None):
         raise ValueError(f"stage {stage}: --manifest is needed for pretrain and replay and "
                          f"only for them")
-    cfg = train_config(settings, join_ranks_and_pick_device())
-    model_cfg = dict(settings["model"])
+    cfg = train_config(settings, options, join_ranks_and_pick_device())
+    model_cfg = {**settings["model"], **{k: options[k] for k in RUN_FIELDS["model"]}}
     workdir = Path(out).parent / "train"
     species = list(settings["elements"])
     if stage == "pretrain":

@@ -32,6 +32,13 @@ JOBS = md_jobs(SYN)
 LABELLERS = SYN["labellers"]
 
 
+# How training jobs run (model.compile, train.loader_workers, train.tensorboard): a resource,
+# like threads or memory, not a param, so changing one reruns no finished training
+# (synthpre.job_settings.RUN_FIELDS). Every fine-tuning mode and scratch use finetune's.
+RUN_OPTIONS = {stage: job_settings.as_json(job_settings.train_run_options(config, stage))
+               for stage in ("pretrain", "finetune")}
+
+
 def settings(stage, *args):
     """JSON of exactly the fields a rule's job reads (synthpre.job_settings), so a job reruns
     when, and only when, one of its own settings changes."""

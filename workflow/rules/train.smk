@@ -19,6 +19,8 @@ rule pretrain:
         settings=lambda w: settings("train", "pretrain"),
         size=lambda w: pretrain_size(w.pre),
         launch=lambda w, resources: data_parallel(resources),
+    resources:
+        run_options=RUN_OPTIONS["pretrain"],
     log:
         f"{RESULTS}/logs/pretrain/{{pre}}.log",
     benchmark:
@@ -27,7 +29,8 @@ rule pretrain:
         "../../envs/core.yaml"
     shell:
         '{params.launch}"$(command -v synthpre)" train --settings {params.settings:q} '
-        "--stage pretrain --manifest {input.manifest:q} {params.size} --out {output.model:q} "
+        "--run-options {resources.run_options:q} --stage pretrain "
+        "--manifest {input.manifest:q} {params.size} --out {output.model:q} "
         "> {log:q} 2>&1"
 
 
@@ -42,6 +45,8 @@ rule finetune:
         real_dir=folder_of("pool"),
         stage="finetune",
         extra="",
+    resources:
+        run_options=RUN_OPTIONS["finetune"],
     log:
         f"{RESULTS}/logs/finetune/{{pre}}/n{{n}}/s{{seed}}.log",
     benchmark:
@@ -49,8 +54,9 @@ rule finetune:
     conda:
         "../../envs/core.yaml"
     shell:
-        "synthpre train --settings {params.settings:q} --stage {params.stage} "
-        "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
+        "synthpre train --settings {params.settings:q} --run-options {resources.run_options:q} "
+        "--stage {params.stage} --real-dir {params.real_dir:q} --n {wildcards.n} "
+        "--seed {wildcards.seed} "
         "--init {input.init:q} {params.extra} --out {output.model:q} > {log:q} 2>&1"
 
 
@@ -96,6 +102,8 @@ rule scratch:
     params:
         settings=lambda w: settings("train", "scratch"),
         real_dir=folder_of("pool"),
+    resources:
+        run_options=RUN_OPTIONS["finetune"],
     log:
         f"{RESULTS}/logs/scratch/n{{n}}/s{{seed}}.log",
     benchmark:
@@ -103,6 +111,7 @@ rule scratch:
     conda:
         "../../envs/core.yaml"
     shell:
-        "synthpre train --settings {params.settings:q} --stage scratch "
-        "--real-dir {params.real_dir:q} --n {wildcards.n} --seed {wildcards.seed} "
+        "synthpre train --settings {params.settings:q} --run-options {resources.run_options:q} "
+        "--stage scratch --real-dir {params.real_dir:q} --n {wildcards.n} "
+        "--seed {wildcards.seed} "
         "--out {output.model:q} > {log:q} 2>&1"
