@@ -11,7 +11,7 @@ from defaults import train_config
 from test_trainer import carbon_records, tiny_model
 
 from synthpre.graph import build_graph
-from synthpre.trainer import gradient_step, train
+from synthpre.trainer import gradient_step, rank_share, train, world
 
 pytestmark = pytest.mark.skipif(not dist.is_available() or not dist.is_gloo_available(),
                                 reason="torch.distributed with gloo is not available")
@@ -48,7 +48,9 @@ def _gradients():
                                                                   "forces")}}
     model = tiny_model(records, "float64", seed=3)
     graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in records]
-    loss = float(gradient_step(model, graphs, 4.0, "cpu"))
+    rank, size = world()
+    share = rank_share(graphs[rank::size], [len(r["numbers"]) for r in records])
+    loss = float(gradient_step(model, share, 4.0, "cpu"))
     return {n: p.grad.clone() for n, p in model.named_parameters()}, loss
 
 

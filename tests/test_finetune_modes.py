@@ -13,7 +13,7 @@ from synthpre import job_settings
 from synthpre.freeze import freeze
 from synthpre.graph import build_graph
 from synthpre.replay import Replay, shift_energies
-from synthpre.trainer import gradient_step, loss_fn, train
+from synthpre.trainer import gradient_step, loss_fn, rank_share, train
 
 from test_trainer import carbon_records, tiny_model
 
@@ -61,7 +61,8 @@ def test_replay_adds_its_weighted_loss_to_the_step():
         batch = concat(graphs)
         return loss_fn(model(batch), batch, 4.0).item()
 
-    step = gradient_step(model, real_g, 4.0, "cpu", syn_g, 0.3)
+    step = gradient_step(model, rank_share(real_g, [len(r["numbers"]) for r in real]), 4.0,
+                         "cpu", rank_share(syn_g, [len(r["numbers"]) for r in synthetic]), 0.3)
     assert float(step) == pytest.approx(plain(real_g) + 0.3 * plain(syn_g), rel=1e-12)
     assert plain(syn_g) > 0.1 * plain(real_g)  # the synthetic term is not negligible here
 

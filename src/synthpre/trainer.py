@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -98,24 +99,31 @@ def world() -> tuple[int, int]:
     return 0, 1
 
 
-def shard_batch(graphs: list[Batch], rank: int, size: int) -> tuple[Batch, tuple[int, int]]:
-    """This rank's share (structures rank::size) of a batch and the whole batch's counts."""
-    totals = (sum(int(g.n_atoms.sum()) for g in graphs), sum(g.num_structures for g in graphs))
-    return concat(graphs[rank::size]), totals
+class Share(NamedTuple):
+    """One rank's part of a training batch, ready for the model: its structures (rank::size)
+    as one Batch (None when a last, small batch leaves this rank nothing) and the whole batch's
+    (atoms, structures), which normalise the loss so that the ranks' parts add up."""
+    batch: Batch | None
+    totals: tuple[int, int]
 
 
-def gradient_step(model: NequIP, graphs: list[Batch], energy_weight: float, device,
-                  replay: list[Batch] = (), replay_weight: float = 0.0) -> torch.Tensor:
+def rank_share(mine: list[Batch], atoms: list[int]) -> Share:
+    """This rank's graphs (``batch[rank::size]``) joined, with ``atoms`` per structure of the
+    whole batch."""
+    return Share(concat(mine) if mine else None, (sum(atoms), len(atoms)))
+
+
+def gradient_step(model: NequIP, share: Share, energy_weight: float, device,
+                  replay: Share | None = None, replay_weight: float = 0.0) -> torch.Tensor:
     """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss as
     a 0-d tensor on ``device`` (reading it would make the host wait for the GPU every step).
-    ``replay`` graphs add ``replay_weight`` x their own loss (normalised over themselves)."""
-    rank, size = world()
+    ``replay`` adds ``replay_weight`` x its own loss (normalised over itself)."""
+    size = world()[1]
     loss = torch.zeros((), dtype=model.dtype, device=device)
-    for part, weight in ((graphs, 1.0), (replay, replay_weight)):
-        if part[rank::size]:  # a last batch smaller than the world: some ranks add nothing
-            batch, totals = shard_batch(part, rank, size)
-            batch = batch.to(device, non_blocking=True)
-            loss = loss + weight * loss_fn(model(batch), batch, energy_weight, totals)
+    for part, weight in ((share, 1.0), (replay, replay_weight)):
+        if part is not None and part.batch is not None:
+            batch = part.batch.to(device, non_blocking=True)
+            loss = loss + weight * loss_fn(model(batch), batch, energy_weight, part.totals)
     if loss.requires_grad:
         loss.backward()
         loss = loss.detach()
@@ -181,18 +189,22 @@ def evaluate_metrics(model: NequIP, records: list[dict], batch_size: int = 20,
     return result
 
 
-class _StreamedGraphs(torch.utils.data.IterableDataset):
-    """One epoch of a streaming source as graphs, built where the DataLoader iterates it (a
-    worker process: the neighbour lists of the next batches are built while this one trains).
+class _StreamedShares(torch.utils.data.IterableDataset):
+    """One epoch of a streaming source as this rank's shares, built where the DataLoader
+    iterates it (a worker process: the next batches' neighbour lists are built while this one
+    trains). Each batch crosses to the training process as one joined Batch, a dozen tensors
+    rather than a dozen per structure, and only this rank's structures become graphs.
     ``skip`` batches (already trained before a resume) are passed over as records."""
 
-    def __init__(self, train_data, epoch: int, skip: int, graph_args: tuple):
-        self.train_data, self.epoch, self.skip, self.graph_args = train_data, epoch, skip, \
-            graph_args
+    def __init__(self, train_data, epoch: int, skip: int, graph_args: tuple, rank: int,
+                 size: int):
+        self.train_data, self.epoch, self.skip = train_data, epoch, skip
+        self.graph_args, self.rank, self.size = graph_args, rank, size
 
     def __iter__(self):
         for records in itertools.islice(self.train_data(self.epoch), self.skip, None):
-            yield [build_graph(r, *self.graph_args) for r in records]
+            mine = [build_graph(r, *self.graph_args) for r in records[self.rank::self.size]]
+            yield rank_share(mine, [len(r["numbers"]) for r in records])
 
 
 def _as_is(batch):
@@ -200,21 +212,23 @@ def _as_is(batch):
 
 
 def _train_batches(train_data, epoch: int, skip: int, cfg: TrainConfig,
-                   graphs: list[Batch] | None, graph_args: tuple) -> Iterable[list[Batch]]:
-    """The epoch's batches after the first ``skip``, as lists of one-structure graphs (every
-    rank gets the same). A streaming source (pre-training on shards) is read and turned into
+                   graphs: list[Batch] | None, graph_args: tuple) -> Iterable[Share]:
+    """This rank's shares of the epoch's batches after the first ``skip`` (every rank walks
+    the same batches). A streaming source (pre-training on shards) is read and turned into
     graphs by ``cfg.loader_workers`` DataLoader workers (0: on the training thread), pinned for
     a GPU so the copy overlaps compute; in-memory records have their graphs cached."""
+    rank, size = world()
     if callable(train_data):  # streaming source: it owns its (epoch-seeded) order
         workers = cfg.loader_workers
         yield from torch.utils.data.DataLoader(
-            _StreamedGraphs(train_data, epoch, skip, graph_args), batch_size=None,
+            _StreamedShares(train_data, epoch, skip, graph_args, rank, size), batch_size=None,
             collate_fn=_as_is, num_workers=workers, prefetch_factor=4 if workers else None,
             pin_memory=torch.device(cfg.device).type == "cuda")
         return
     order = np.random.default_rng([cfg.seed, epoch]).permutation(len(train_data))
     for k in range(skip * cfg.batch_size, len(order), cfg.batch_size):
-        yield [graphs[i] for i in order[k:k + cfg.batch_size]]
+        batch = [graphs[i] for i in order[k:k + cfg.batch_size]]
+        yield rank_share(batch[rank::size], [int(g.n_atoms.sum()) for g in batch])
 
 
 def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, n_updates: int,
@@ -372,12 +386,14 @@ def train(model: NequIP,
             state["epoch_losses"] += values
             step_losses.clear()
 
-        for batch_graphs in _train_batches(train_data, epoch, first, cfg, graphs, graph_args):
+        for share in _train_batches(train_data, epoch, first, cfg, graphs, graph_args):
             optimizer.zero_grad(set_to_none=True)
-            extra = [] if replay is None else [
-                build_graph(r, *graph_args)
-                for r in replay.draw(epoch, state["batches_done"], len(batch_graphs))]
-            step_losses.append(gradient_step(model, batch_graphs, cfg.energy_weight, device,
+            extra = None
+            if replay is not None:
+                drawn = replay.draw(epoch, state["batches_done"], share.totals[1])
+                extra = rank_share([build_graph(r, *graph_args) for r in drawn[rank::size]],
+                                   [len(r["numbers"]) for r in drawn])
+            step_losses.append(gradient_step(model, share, cfg.energy_weight, device,
                                              extra, replay.weight if replay else 0.0))
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
