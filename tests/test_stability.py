@@ -131,7 +131,7 @@ def test_teacher_survives_and_broken_model_fails_on_the_same_protocol(starts_fil
 
     from synthpre.stability import model_potential
 
-    broken, _ = model_potential(str(save_tiny_model(tmp_path / "broken.pt", scale=1e4)))
+    broken, _ = model_potential(str(save_tiny_model(tmp_path / "broken.pt", scale=1e4)), False)
     result = run_md(broken, start, CFG.protocol, CFG.failure, 1, "b", 0)
     assert result.failure["reason"] == "large_force" and result.failure["time_ps"] == 0.0
     assert "eV/Å > 30.0 eV/Å" in result.failure["detail"]
@@ -165,7 +165,8 @@ def test_job_writes_reference_then_model_results(starts_file, tmp_path):
     model = save_tiny_model(tmp_path / "model.pt")
     out = run_stability_job(settings, str(starts_file), tmp_path / "m.json",
                             tmp_path / "m.extxyz", model=str(model),
-                            reference=str(tmp_path / "ref.json"), point="scratch/n3/s1")
+                            reference=str(tmp_path / "ref.json"), point="scratch/n3/s1",
+                            options={"compile": False})
     written = json.loads((tmp_path / "m.json").read_text())
     assert written["point"] == "scratch/n3/s1" and written["teacher"] == "lcbop"
     frames = read_frames(tmp_path / "m.extxyz")
@@ -196,7 +197,8 @@ def test_job_writes_reference_then_model_results(starts_file, tmp_path):
     other = job_settings(protocol={"dump_every_ps": 0.01, "hold_ps": 0.4})
     with pytest.raises(ValueError, match="another protocol"):
         run_stability_job(other, str(starts_file), tmp_path / "x.json", tmp_path / "x.extxyz",
-                          model=str(model), reference=str(tmp_path / "ref.json"))
+                          model=str(model), reference=str(tmp_path / "ref.json"),
+                          options={"compile": False})
 
 
 @pytest.mark.parametrize("change, message", [
@@ -245,7 +247,7 @@ def test_bad_start_structures_are_named_before_md(starts_file, tmp_path):
     with pytest.raises(ValueError, match=rf"start structures {silicon}: element\(s\) \['Si'\] "
                                          f"unknown to model {model}"):
         run_stability_job(two, str(silicon), tmp_path / "o.json", tmp_path / "o.x",
-                          model=str(model), reference=str(ref))
+                          model=str(model), reference=str(ref), options={"compile": False})
     assert not (tmp_path / "o.json").exists()
 
 
@@ -306,3 +308,15 @@ def test_cli_names_a_bad_field(starts_file, tmp_path):
     assert proc.returncode == 2
     assert "synthpre stability: error: config field 'stability.protocol.nve_ps' must be >= 0" \
         in proc.stderr
+
+
+def test_stability_runs_the_model_compiled_as_the_run_options_say(tmp_path):
+    """model.compile reaches the MD calculator (a run option: changing it reruns nothing),
+    whatever the model file was trained with."""
+    from synthpre.stability import model_potential
+
+    path = str(save_tiny_model(tmp_path / "model.pt"))
+    for compile in (True, False):
+        potential, _ = model_potential(path, compile)
+        layers = potential.make_calculator().model.layers
+        assert [layer.compiled for layer in layers] == [compile] * len(layers)

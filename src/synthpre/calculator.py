@@ -16,9 +16,12 @@ from .modelfile import load_model
 class SynthpreCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress"]
 
-    def __init__(self, model_path: str | os.PathLike, device="cpu", **kwargs):
+    def __init__(self, model_path: str | os.PathLike, device="cpu",
+                 compile: bool | None = None, **kwargs):
+        """``compile``: run the fast kernel through torch.compile or not (None: as the model
+        file says, i.e. as it was trained)."""
         super().__init__(**kwargs)
-        self.model, self.meta = load_model(model_path, device=device)
+        self.model, self.meta = load_model(model_path, device=device, compile=compile)
         self.device = device
         self.e0 = self.meta.get("e0", {})
         missing = [s for s in self.model.species if s not in self.e0]

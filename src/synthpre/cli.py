@@ -98,16 +98,21 @@ def cmd_dft(args) -> None:
 
 
 def _run_options(args) -> dict:
-    """How a training runs (``job_settings.train_run_options``): ``--run-options`` JSON beside
-    ``--settings``, or taken from ``--configfile``."""
+    """How the stage runs its model (``job_settings.RUN_FIELDS``; not part of its settings):
+    ``--run-options`` JSON beside ``--settings``, or taken from ``--configfile``."""
     if args.configfile:
         from .config import load_config
-        return job_settings.train_run_options(load_config(*args.configfile), args.stage)
+        return args.run_slice(load_config(*args.configfile), args)
     if not args.run_options:
-        raise ValueError("--run-options is needed with --settings (JSON with "
-                         f"{', '.join(f for fields in job_settings.RUN_FIELDS.values() for f in fields)}; "
-                         "or give --configfile)")
+        raise ValueError("--run-options is needed with --settings (the JSON of "
+                         "synthpre.job_settings' *_run_options; or give --configfile)")
     return json.loads(args.run_options)
+
+
+def _add_run_options(p: argparse.ArgumentParser, slice_of) -> None:
+    p.add_argument("--run-options", help="JSON: how it runs the model, not what it computes "
+                                         "(synthpre.job_settings.RUN_FIELDS; with --settings)")
+    p.set_defaults(run_slice=slice_of)
 
 
 def cmd_train(args) -> None:
@@ -148,6 +153,7 @@ def cmd_stability(args) -> None:
 
     out = run_stability_job(_settings(args), args.starts, args.out, args.frames,
                             model=args.model, reference=args.reference, point=args.point,
+                            options=_run_options(args) if args.model else None,
                             lammps_args=omp_args(args.omp_threads))
     print(json.dumps(out["summary"]))
 
@@ -228,8 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_settings(p, lambda config, args: job_settings.train(config, args.stage))
     p.add_argument("--stage", choices=["pretrain", "finetune", "replay", "frozen", "scratch"],
                    required=True, help="replay and frozen: fine-tuning modes (synthpre.train)")
-    p.add_argument("--run-options", help="JSON: how it runs, not what it computes "
-                                         "(job_settings.train_run_options; with --settings)")
+    _add_run_options(p, lambda config, args: job_settings.train_run_options(config, args.stage))
     p.add_argument("--manifest", help="shard manifest (pre-training; replay's synthetic frames)")
     p.add_argument("--n-pretrain", type=int,
                    help="pre-train on this many synthetic structures (by trajectory), not all")
@@ -269,6 +274,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stability", help="a model (or, without --model, the teacher) in MD: "
                                          "survival, failure reasons, drift, structure")
     _add_settings(p, lambda config, args: job_settings.stability(config))
+    _add_run_options(p, lambda config, args: job_settings.model_run_options(config))
     p.add_argument("--starts", required=True, help="real test set (.h5) or extxyz of start cells")
     p.add_argument("--model", help="model.pt to test; without it the teacher runs (reference)")
     p.add_argument("--reference", help="the teacher's stability.json (with --model)")

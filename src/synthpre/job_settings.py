@@ -111,8 +111,12 @@ def train(config: dict, stage: str) -> dict:
 def train_run_options(config: dict, stage: str) -> dict:
     """How a training job of ``stage`` runs (``RUN_FIELDS``): not part of its settings."""
     merged = _recipe(config, stage)
-    return {**{k: config["model"][k] for k in RUN_FIELDS["model"]},
-            **{k: merged[k] for k in RUN_FIELDS["train"]}}
+    return {**model_run_options(config), **{k: merged[k] for k in RUN_FIELDS["train"]}}
+
+
+def model_run_options(config: dict) -> dict:
+    """How a job that runs a trained model (stability MD) runs it: the compiled kernel or not."""
+    return {k: config["model"][k] for k in RUN_FIELDS["model"]}
 
 
 def _recipe(config: dict, stage: str) -> dict:

@@ -23,21 +23,25 @@ from .structure_analysis import rdf, rdf_distance
 from .teachers import Teacher, get_teacher
 
 
-def model_potential(path: str) -> tuple[Teacher, dict]:
-    """A model file as a potential for LAMMPS (fix external), and its metadata."""
+def model_potential(path: str, compile: bool) -> tuple[Teacher, dict]:
+    """A model file as a potential for LAMMPS (fix external), its fast kernel compiled or not
+    (``model.compile``), and its metadata."""
     from .modelfile import load_model
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} not found")
     model, meta = load_model(path)
-    spec = {"kind": "ase", "model_path": str(path), "elements": list(model.species)}
+    spec = {"kind": "ase", "model_path": str(path), "elements": list(model.species),
+            "kwargs": {"compile": compile}}
     return get_teacher("model", {"model": spec}), {**meta, "species": list(model.species)}
 
 
 def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frames: str,
                       model: str | None = None, reference: str | None = None,
-                      point: str | None = None, lammps_args: tuple[str, ...] = ()) -> dict:
-    """Run and analyse; ``settings`` holds ``stability``, ``elements``, ``teacher``, ``teachers``."""
+                      point: str | None = None, lammps_args: tuple[str, ...] = (),
+                      options: dict | None = None) -> dict:
+    """Run and analyse; ``settings`` holds ``stability``, ``elements``, ``teacher``, ``teachers``;
+    ``options`` how a ``model`` runs (``job_settings.model_run_options``)."""
     cfg = StabilitySettings.from_config(settings["stability"])
     teacher = get_teacher(settings["teacher"], settings.get("teachers"))
     starts = select_starts(read_start_source(starts_path), cfg.starts, settings["elements"],
@@ -46,7 +50,9 @@ def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frame
     if model is not None:
         if reference is None:
             raise ValueError("a model's stability job needs --reference (the teacher's run)")
-        potential, meta = model_potential(model)
+        if options is None:
+            raise ValueError("a model's stability job needs its run options (model.compile)")
+        potential, meta = model_potential(model, options["compile"])
         check_species(starts, meta["species"], starts_path, model)
         ref = json.loads(Path(reference).read_text())
         if ref["protocol"] != dataclasses.asdict(cfg.protocol) or ref["teacher"] != teacher.name:

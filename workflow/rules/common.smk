@@ -32,11 +32,13 @@ JOBS = md_jobs(SYN)
 LABELLERS = SYN["labellers"]
 
 
-# How training jobs run (model.compile, train.loader_workers, train.tensorboard): a resource,
-# like threads or memory, not a param, so changing one reruns no finished training
-# (synthpre.job_settings.RUN_FIELDS). Every fine-tuning mode and scratch use finetune's.
+# How jobs run models (model.compile; in training also train.loader_workers and
+# train.tensorboard): a resource, like threads or memory, not a param, so changing one reruns
+# no finished job (synthpre.job_settings.RUN_FIELDS). Every fine-tuning mode and scratch use
+# finetune's; stability MD only needs model.compile.
 RUN_OPTIONS = {stage: job_settings.as_json(job_settings.train_run_options(config, stage))
                for stage in ("pretrain", "finetune")}
+RUN_OPTIONS["stability"] = job_settings.as_json(job_settings.model_run_options(config))
 
 
 def settings(stage, *args):

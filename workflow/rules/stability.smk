@@ -42,14 +42,17 @@ rule stability:
         frames=f"{RESULTS}/{{model_dir}}/stability-frames.extxyz",
     params:
         settings=lambda w: settings("stability"),
+    resources:
+        run_options=RUN_OPTIONS["stability"],
     log:
         f"{RESULTS}/logs/stability/{{model_dir}}.log",
     conda:
         "../../envs/foundation.yaml"
     shell:
-        "synthpre stability --settings {params.settings:q} --starts {input.starts:q} "
-        "--model {input.model:q} --reference {input.reference:q} --point {wildcards.model_dir:q} "
-        "--out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
+        "synthpre stability --settings {params.settings:q} --run-options {resources.run_options:q} "
+        "--starts {input.starts:q} --model {input.model:q} --reference {input.reference:q} "
+        "--point {wildcards.model_dir:q} --out {output.json:q} --frames {output.frames:q} "
+        "> {log:q} 2>&1"
 
 
 rule stability_curves:
