@@ -84,7 +84,7 @@ def _lrs(workdir) -> list[float]:
 
 
 def test_a_stage_runs_by_hand_from_the_yaml_config(tmp_path):
-    """`synthpre real --configfile` gives what the rule's `--settings` JSON gives."""
+    """`synthpre real-data --configfile` gives what the rule's `--settings` JSON gives."""
     override = tmp_path / "override.yaml"
     override.write_text(yaml.safe_dump({"real": {"source": str(REPO / "data/demo/carbon-dft.extxyz"),
                                                  "test_fraction": 0.3}}))
@@ -93,7 +93,7 @@ def test_a_stage_runs_by_hand_from_the_yaml_config(tmp_path):
     outs = {}
     for how, args in (("yaml", ["--configfile", str(REPO / "config.yaml"), str(override)]),
                       ("json", ["--settings", job_settings.as_json(job_settings.real(config))])):
-        proc = subprocess.run([sys.executable, "-m", "synthpre", "real", *args, "--source",
+        proc = subprocess.run([sys.executable, "-m", "synthpre", "real-data", *args, "--source",
                                config["real"]["source"], "--out-dir", str(tmp_path / how)],
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr

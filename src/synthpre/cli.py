@@ -76,15 +76,15 @@ def cmd_shard(args) -> None:
     print(json.dumps({k: manifest[k] for k in ("counts", "dropped", "failed_trajectories")}))
 
 
-def cmd_real(args) -> None:
+def cmd_real_data(args) -> None:
     from .real_data import ingest
 
     s = _settings(args)
     print(json.dumps(ingest(args.source, args.out_dir, s["elements"], **s["real"])))
 
 
-def cmd_fetch(args) -> None:
-    from .fetch import fetch_dataset
+def cmd_fetch_real(args) -> None:
+    from .fetch_real import fetch_dataset
 
     print(f"fetched {fetch_dataset(args.dataset, args.out, args.root)} structures")
 
@@ -210,17 +210,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--manifest", required=True)
     p.set_defaults(func=cmd_shard)
 
-    p = sub.add_parser("real", help="ingest a real data set: splits and nested subsets")
+    p = sub.add_parser("real-data", help="ingest a real data set: splits and nested subsets")
     _add_settings(p, lambda config, args: job_settings.real(config))
     p.add_argument("--source", required=True, nargs="+", help="extxyz file(s) of the real data")
     p.add_argument("--out-dir", required=True)
-    p.set_defaults(func=cmd_real)
+    p.set_defaults(func=cmd_real_data)
 
-    p = sub.add_parser("fetch", help="download a public data set with load-atoms")
+    p = sub.add_parser("fetch-real", help="download a public data set with load-atoms")
     p.add_argument("--dataset", required=True, help="load-atoms name (e.g. C-GAP-17) or a file")
     p.add_argument("--root", required=True, help="load-atoms cache folder")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_fetch)
+    p.set_defaults(func=cmd_fetch_real)
 
     p = sub.add_parser("dft", help="label one batch of structures with GPAW (resumable)")
     _add_settings(p, lambda config, args: job_settings.dft(config))

@@ -45,7 +45,7 @@ rule fetch_real:
     conda:
         "../../envs/core.yaml"
     shell:
-        "synthpre fetch --dataset {params.dataset:q} --root {params.root:q} "
+        "synthpre fetch-real --dataset {params.dataset:q} --root {params.root:q} "
         "--out {output:q} > {log:q} 2>&1"
 
 
@@ -65,5 +65,5 @@ rule real_data:
     conda:
         "../../envs/core.yaml"
     shell:
-        "synthpre real --settings {params.settings:q} --source {input:q} "
+        "synthpre real-data --settings {params.settings:q} --source {input:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
