@@ -19,7 +19,14 @@ forces from scratch (neighbour list included). Reports calls/s per wall second a
 second of the process's CPU time, and the energy of the first cell (same weights are not
 shared between the codes: energies are not comparable, they only show a finite result).
 
+With ``--md-steps N`` each code instead runs N steps of MD under ASE's Langevin integrator
+(1 fs, 300 K, friction 0.01 /fs; NequIP's recommended ASE route), and synthpre also runs the
+same N steps through its stability driver (LAMMPS ``fix external``, ``synthpre.stability_md``;
+``driver`` entries): atom-steps per CPU second, after one untimed first call.
+
     .venv/bin/python benchmarks/bench_inference.py --calls 50 --repeats 2
+    .venv/bin/python benchmarks/bench_inference.py --md-steps 100 --repeats 2 \
+        --codes synthpre synthpre-eager nequip-eager
 """
 from __future__ import annotations
 
@@ -74,6 +81,46 @@ def time_calls(calc, atoms, args) -> dict:
             "energy_eV": energy}
 
 
+def time_md(calc, atoms, args) -> dict:
+    """``args.md_steps`` ASE Langevin steps (the first force call untimed: it compiles)."""
+    import numpy as np
+    from ase import units
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    atoms = atoms.copy()
+    atoms.calc = calc
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(1))
+    dyn = Langevin(atoms, 1.0 * units.fs, temperature_K=300, friction=0.01 / units.fs,
+                   rng=np.random.default_rng(2))
+    t0 = time.perf_counter()
+    atoms.get_forces()
+    first = time.perf_counter() - t0
+    t0, c0 = time.perf_counter(), time.process_time()
+    dyn.run(args.md_steps)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert np.isfinite(atoms.get_forces()).all()
+    steps = len(atoms) * args.md_steps
+    return {"atoms": len(atoms), "first_call_s": first, "atom_steps_per_s": steps / wall,
+            "atom_steps_per_cpu_s": steps / cpu}
+
+
+def time_driver(path, compile: bool, atoms, args) -> dict:
+    """The same steps through synthpre's stability driver (LAMMPS + fix external)."""
+    from synthpre.stability import model_potential
+    from synthpre.stability_md import FailureCriteria, StabilityProtocol, run_md
+    potential, _ = model_potential(str(path), compile)
+    protocol = StabilityProtocol(300, 300, 0, args.md_steps / 1000.0, 0, 1.0, 100, 1.0)
+    lax = FailureCriteria(check_every_fs=10, min_distance=0.0, max_force=1e12,
+                          max_temperature_factor=1e6)
+    run_md(potential, atoms, protocol, lax, 1, "warm-up", 0)  # compiles, as time_md's first call
+    t0, c0 = time.perf_counter(), time.process_time()
+    result = run_md(potential, atoms, protocol, lax, 1, "bench", 0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    assert result.failure is None, result.failure
+    steps = len(atoms) * args.md_steps
+    return {"atom_steps_per_s": steps / wall, "atom_steps_per_cpu_s": steps / cpu}
+
+
 def run_synthpre(args, cells) -> list[dict]:
     import torch
     sys.path.insert(0, str(ROOT.parent / "src"))
@@ -89,7 +136,13 @@ def run_synthpre(args, cells) -> list[dict]:
         path = Path(tmp) / "model.pt"
         save_model(path, model, {"e0": {"C": 0.0}})
         for atoms in cells:  # a fresh calculator per size, as MD would
-            out.append(time_calls(SynthpreCalculator(path, device=args.device), atoms, args))
+            calc = SynthpreCalculator(path, device=args.device)
+            if not args.md_steps:
+                out.append(time_calls(calc, atoms, args))
+                continue
+            driver = time_driver(path, args.worker == "synthpre", atoms, args)
+            out.append({**time_md(calc, atoms, args),
+                        **{f"driver_{k}": v for k, v in driver.items()}})
     return out
 
 
@@ -123,8 +176,9 @@ def run_nequip(args, cells) -> list[dict]:
     transforms = [ChemicalSpeciesToAtomTypeMapper(model_type_names=["C"],
                                                   chemical_species_to_atom_type_map={"C": "C"}),
                   NeighborListTransform(r_max=HYPER["r_max"])]
-    return [time_calls(NequIPCalculator(model, device=args.device, transforms=transforms),
-                       atoms, args) for atoms in cells]
+    timer = time_md if args.md_steps else time_calls
+    return [timer(NequIPCalculator(model, device=args.device, transforms=transforms), atoms, args)
+            for atoms in cells]
 
 
 def main() -> None:
@@ -133,6 +187,8 @@ def main() -> None:
     ap.add_argument("--sizes", nargs="+", type=int, default=[2, 3],
                     help="conventional diamond cells per side: 2 -> 64 atoms, 3 -> 216")
     ap.add_argument("--calls", type=int, default=50)
+    ap.add_argument("--md-steps", type=int, default=0,
+                    help="time this many Langevin MD steps instead of single calls")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -153,7 +209,7 @@ def main() -> None:
     avg_nn = average_neighbours(cells[0], HYPER["r_max"])
     common = ["--sizes", *map(str, args.sizes), "--calls", str(args.calls), "--warmup",
               str(args.warmup), "--threads", str(args.threads), "--device", args.device,
-              "--seed", str(args.seed), "--avg-nn", repr(avg_nn)]
+              "--seed", str(args.seed), "--avg-nn", repr(avg_nn), "--md-steps", str(args.md_steps)]
     runs: dict[str, list[list[dict]]] = {code: [] for code in args.codes}
     for _ in range(args.repeats):
         for code in args.codes:
@@ -166,19 +222,21 @@ def main() -> None:
                 continue
             runs[code].append(json.loads(lines[-1][len("RESULT "):]))
             print(code, json.dumps(runs[code][-1]), flush=True)
-    table = {code: [{"atoms": rs[0][k]["atoms"],
-                     "calls_per_s": median([r[k]["calls_per_s"] for r in rs]),
-                     "calls_per_cpu_s": median([r[k]["calls_per_cpu_s"] for r in rs]),
-                     "first_call_s": median([r[k]["first_call_s"] for r in rs])}
+    rate = "atom_steps_per_cpu_s" if args.md_steps else "calls_per_cpu_s"
+    table = {code: [{key: median([r[k][key] for r in rs]) if key != "atoms" else rs[0][k][key]
+                     for key in rs[0][k] if key != "energy_eV"}
                     for k in range(len(args.sizes))] for code, rs in runs.items() if rs}
     summary = {"machine": machine(), "device": args.device, "threads": args.threads,
                "calls": args.calls, "repeats": args.repeats, "avg_num_neighbors": avg_nn,
                "medians": table, "runs": runs}
     if "synthpre" in table:
         summary["cpu_ratio_synthpre_over"] = {
-            code: [a["calls_per_cpu_s"] / b["calls_per_cpu_s"]
-                   for a, b in zip(table["synthpre"], rows)]
+            code: [a[rate] / b[rate] for a, b in zip(table["synthpre"], rows)]
             for code, rows in table.items() if code != "synthpre"}
+        if args.md_steps:  # the stability driver against each code's ASE Langevin
+            summary["cpu_ratio_synthpre_driver_over"] = {
+                code: [a[f"driver_{rate}"] / b[rate] for a, b in zip(table["synthpre"], rows)]
+                for code, rows in table.items()}
     print(json.dumps({k: v for k, v in summary.items() if k != "runs"}, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(summary, indent=1))

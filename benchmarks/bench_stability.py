@@ -3,8 +3,9 @@ second of CPU time through LAMMPS + ``fix external`` (``synthpre.stability_md.ru
 much of a step is the model (``SynthpreCalculator`` called directly on the same cell) and how
 much the fix-external round trip (the rest). CPU time, 1 thread: robust to a shared machine.
 
-The issue's comparison with NequIP 0.19.1's own ASE calculator under ASE Langevin is not here
-yet (it needs the NequIP venv of ``bench_train.py``).
+The comparison with NequIP 0.19.1's own ASE calculator under ASE Langevin, side by side with
+this driver, is ``bench_inference.py --md-steps N`` (it needs the NequIP venv of
+``bench_train.py``).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_stability.py [--atoms 64 216] [--steps 200]
 """
