@@ -190,6 +190,7 @@ def test_paper_config_dag_builds_here(tmp_path):
     # 5 labellers x 4 synthetic sizes, each fine-tuned at 8 sizes n x 5 seeds
     assert counts["pretrain"] == str(5 * 4) and counts["scratch"] == str(8 * 5)
     assert counts["finetune"] == str(5 * 4 * 8 * 5) and counts["fetch_real"] == "1"
+    assert counts["stability_starts"] == "1"  # quenched by the teacher, as in the paper
     assert "config field 'synthetic.teacher': teacher 'gap17'" in proc.stderr
 
 

@@ -63,6 +63,8 @@ def finished(tiny_run, tmp_path_factory):
       "stability_reference": 1, "stability": 14, "stability_curves": 1}),
     # how trainings run, not what they compute (job_settings.RUN_FIELDS): nothing reruns
     ({"model": {"compile": True}, "train": {"loader_workers": 1, "tensorboard": True}}, {}),
+    # the teacher's quench of start cells, unused while the starts are test cells
+    ({"stability": {"starts": {"quench": {"n_atoms": 32}}}}, {}),
     ({"stability": {"protocol": {"hold_ps": 0.2}}},
      {"stability_reference": 1, "stability": 14, "stability_curves": 1}),
 ])

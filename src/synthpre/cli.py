@@ -158,6 +158,13 @@ def cmd_stability(args) -> None:
     print(json.dumps(out["summary"]))
 
 
+def cmd_stability_starts(args) -> None:
+    from .stability_starts import quench_starts
+
+    cells = quench_starts(_settings(args), args.out)
+    print(f"{len(cells)} start cells -> {args.out}")
+
+
 def cmd_stability_curves(args) -> None:
     from .stability_curves import stability_curves
 
@@ -284,6 +291,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--omp-threads", type=int, default=0,
                    help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
     p.set_defaults(func=cmd_stability)
+
+    p = sub.add_parser("stability-starts", help="start cells for stability MD, melted and "
+                                                "quenched by the teacher")
+    _add_settings(p, lambda config, args: job_settings.stability_starts(config))
+    p.add_argument("--out", required=True, help="extxyz of the start cells")
+    p.set_defaults(func=cmd_stability_starts)
 
     p = sub.add_parser("stability-curves", help="stability table and figure over all models")
     p.add_argument("--results", nargs="+", required=True, help="stability.json of every model")

@@ -79,10 +79,27 @@ def real(config: dict) -> dict:
 
 
 def stability(config: dict) -> dict:
-    """The stability section, the elements and the teacher that runs the reference MD."""
+    """The stability section, the elements and the teacher that runs the reference MD; not
+    the teacher's quench of the start cells (a changed quench reaches the jobs as a changed
+    start file, their input)."""
     teacher = config["synthetic"]["teacher"]
-    return {"stability": config["stability"], "elements": config["elements"],
+    section = config["stability"]
+    starts = {k: v for k, v in section["starts"].items() if k != "quench"}
+    return {"stability": {**section, "starts": starts}, "elements": config["elements"],
             "teacher": teacher, "teachers": teacher_spec(config, teacher)}
+
+
+def stability_starts(config: dict) -> dict:
+    """Teacher-quenched start cells: the density window and quench, the teacher, and the
+    synthetic MD's cell and integration settings (not its stages)."""
+    syn, starts = config["synthetic"], config["stability"]["starts"]
+    return {"starts": {k: starts[k] for k in ("count", "density_min", "density_max", "quench")},
+            "elements": config["elements"], "teacher": syn["teacher"],
+            "teachers": teacher_spec(config, syn["teacher"]),
+            "min_distance": syn["min_distance"], "seed": syn["seed"],
+            "protocol": {k: v for k, v in syn["protocol"].items() if k != "stages"},
+            # only when set, as for md
+            **({"composition": syn["composition"]} if syn.get("composition") else {})}
 
 
 def dft(config: dict) -> dict:

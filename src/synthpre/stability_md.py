@@ -117,7 +117,9 @@ class StabilitySettings:
         top = _build(_Raw, cfg, "stability")
         if not top.velocity_seeds:
             raise ValueError("config field 'stability.velocity_seeds' is empty")
-        starts = _build(StartSelection, top.starts, "stability.starts", positive=("count",),
+        # starts.quench is rule stability_starts' business (synthpre.stability_starts)
+        selection = {k: v for k, v in top.starts.items() if k != "quench"}
+        starts = _build(StartSelection, selection, "stability.starts", positive=("count",),
                         non_negative=("density_min",))
         if starts.density_max < starts.density_min:
             raise ValueError("config field 'stability.starts.density_max' is below density_min")
@@ -156,8 +158,9 @@ def select_starts(frames: list[Atoms], sel: StartSelection, elements: list[str],
         if unknown:
             raise ValueError(f"start structures {source}: structure {k} has element(s) "
                              f"{unknown} outside {elements}")
+    # bounds widened by float rounding: a cell made at density_max (source "teacher") is in
     pool = [a for a in frames if a.pbc.all()
-            and sel.density_min <= density_of(a) <= sel.density_max]
+            and sel.density_min * (1 - 1e-9) <= density_of(a) <= sel.density_max * (1 + 1e-9)]
     if not pool:
         raise ValueError(f"start structures {source}: no periodic cell with density in "
                          f"[{sel.density_min}, {sel.density_max}] g/cm^3 (config fields "
@@ -393,7 +396,18 @@ def check_stability_config(config: dict) -> str:
 
     try:
         cfg = StabilitySettings.from_config(config["stability"])
-        if cfg.starts.source != "test":
+        if cfg.starts.source == "teacher":  # made by rule stability_starts; placeable?
+            from .cells import cell_composition, check_packing
+            syn = config["synthetic"]
+            counts = cell_composition(config["elements"],
+                                      config["stability"]["starts"]["quench"]["n_atoms"],
+                                      syn.get("composition"))
+            try:
+                check_packing([s for s, n in counts.items() for _ in range(n)],
+                              cfg.starts.density_max, syn["min_distance"])
+            except ValueError as err:
+                raise ValueError(f"config field 'stability.starts.density_max': {err}") from None
+        elif cfg.starts.source != "test":
             select_starts(read_start_source(cfg.starts.source), cfg.starts, config["elements"],
                           f"{cfg.starts.source} (config field 'stability.starts.source')")
     except (ValueError, FileNotFoundError) as err:

@@ -7,12 +7,28 @@ from synthpre.stability_md import check_stability_config
 STAB_STARTS = check_stability_config(config)  # file errors name the field before any job
 if STAB_STARTS == "test":
     STAB_STARTS = f"{RESULTS}/real/test.h5"
+elif STAB_STARTS == "teacher":
+    STAB_STARTS = f"{RESULTS}/stability/starts.extxyz"
 STAB_MODELS = curve_points() + [f"pretrain/{pre}" for pre in pretrained_families()]
 
 
 wildcard_constraints:
     model_dir=r"(scratch|(finetune|replay|frozen)/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+"
               r"|pretrain/[A-Za-z0-9_.-]+(/k[0-9]+)?",
+
+
+# stability.starts.source "teacher": the start cells, melted and quenched by the teacher.
+rule stability_starts:
+    output:
+        f"{RESULTS}/stability/starts.extxyz",
+    params:
+        settings=lambda w: settings("stability_starts"),
+    log:
+        f"{RESULTS}/logs/stability/starts.log",
+    conda:
+        "../../envs/foundation.yaml"
+    shell:
+        "synthpre stability-starts --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule stability_reference:
