@@ -161,8 +161,11 @@ def cmd_stability(args) -> None:
 def cmd_stability_starts(args) -> None:
     from .stability_starts import quench_starts
 
-    cells = quench_starts(_settings(args), args.out)
-    print(f"{len(cells)} start cells -> {args.out}")
+    from .lammps_system import mpi_rank
+
+    cells = quench_starts(_settings(args), args.out)  # under mpiexec/srun: rank 0 writes
+    if mpi_rank() == 0:
+        print(f"{len(cells)} start cells -> {args.out}")
 
 
 def cmd_stability_curves(args) -> None:

@@ -45,8 +45,9 @@ def quench_starts(settings: dict, out: str, lammps_args: tuple[str, ...] = ()) -
     cells = []
     for k, density in enumerate(densities):
         seed = settings["seed"] + k
-        log.info("quench %d of %d: %d atoms at %.3f g/cm^3 (seed %d)", k + 1, len(densities),
-                 quench["n_atoms"], density, seed)
+        if mpi_rank() == 0:
+            log.info("quench %d of %d: %d atoms at %.3f g/cm^3 (seed %d)", k + 1,
+                     len(densities), quench["n_atoms"], density, seed)
         result = run_trajectory(teacher, composition, float(density), 0.0, protocol, seed,
                                 f"quench-{k}", settings["min_distance"], lammps_args)
         if result.failure or not result.frames:

@@ -23,12 +23,16 @@ rule stability_starts:
         f"{RESULTS}/stability/starts.extxyz",
     params:
         settings=lambda w: settings("stability_starts"),
+        mpi=lambda w, resources: mpi_prefix(resources, SYN["teacher"]),  # as rule md
     log:
         f"{RESULTS}/logs/stability/starts.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability/starts.tsv",
     conda:
         "../../envs/foundation.yaml"
     shell:
-        "synthpre stability-starts --settings {params.settings:q} --out {output:q} > {log:q} 2>&1"
+        "{params.mpi}synthpre stability-starts --settings {params.settings:q} --out {output:q} "
+        "> {log:q} 2>&1"
 
 
 rule stability_reference:
