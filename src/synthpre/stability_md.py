@@ -396,17 +396,10 @@ def check_stability_config(config: dict) -> str:
 
     try:
         cfg = StabilitySettings.from_config(config["stability"])
-        if cfg.starts.source == "teacher":  # made by rule stability_starts; placeable?
-            from .cells import cell_composition, check_packing
-            syn = config["synthetic"]
-            counts = cell_composition(config["elements"],
-                                      config["stability"]["starts"]["quench"]["n_atoms"],
-                                      syn.get("composition"))
-            try:
-                check_packing([s for s, n in counts.items() for _ in range(n)],
-                              cfg.starts.density_max, syn["min_distance"])
-            except ValueError as err:
-                raise ValueError(f"config field 'stability.starts.density_max': {err}") from None
+        if cfg.starts.source == "teacher":  # made by rule stability_starts
+            from . import job_settings
+            from .stability_starts import check_window
+            check_window(job_settings.stability_starts(config))
         elif cfg.starts.source != "test":
             select_starts(read_start_source(cfg.starts.source), cfg.starts, config["elements"],
                           f"{cfg.starts.source} (config field 'stability.starts.source')")

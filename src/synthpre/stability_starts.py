@@ -30,6 +30,19 @@ def quench_protocol(settings: dict) -> Protocol:
                                  "dump_every_ps": steps * protocol["timestep_fs"] / 1000.0})
 
 
+def check_window(settings: dict) -> None:
+    """Refuse, naming the field, a window whose densest cell could not be placed at random
+    (before any MD: at parse time in the Snakefile, and again when run by hand)."""
+    starts = settings["starts"]
+    composition = cell_composition(settings["elements"], starts["quench"]["n_atoms"],
+                                   settings.get("composition"))
+    try:
+        check_packing([s for s, n in composition.items() for _ in range(n)],
+                      starts["density_max"], settings["min_distance"])
+    except ValueError as err:
+        raise ValueError(f"config field 'stability.starts.density_max': {err}") from None
+
+
 def quench_starts(settings: dict, out: str, lammps_args: tuple[str, ...] = ()) -> list[Atoms]:
     """Quench the start cells (``synthpre.job_settings.stability_starts``) and write them to
     ``out`` (extxyz, atomically). A quench that fails names its density and the reason."""
@@ -37,11 +50,9 @@ def quench_starts(settings: dict, out: str, lammps_args: tuple[str, ...] = ()) -
     teacher = get_teacher(settings["teacher"], settings["teachers"])
     composition = cell_composition(settings["elements"], quench["n_atoms"],
                                    settings.get("composition"))
+    check_window(settings)
     protocol = quench_protocol(settings)
     densities = np.linspace(starts["density_min"], starts["density_max"], starts["count"])
-    symbols = [s for s, n in composition.items() for _ in range(n)]
-    for density in densities:  # before any MD: every cell can be placed at random
-        check_packing(symbols, float(density), settings["min_distance"])
     cells = []
     for k, density in enumerate(densities):
         seed = settings["seed"] + k
