@@ -113,6 +113,12 @@ def rank_share(mine: list[Batch], atoms: list[int]) -> Share:
     return Share(concat(mine) if mine else None, (sum(atoms), len(atoms)))
 
 
+def records_share(records: list[dict], rank: int, size: int, graph_args: tuple) -> Share:
+    """This rank's share of a batch of records: graphs built for its own structures only."""
+    return rank_share([build_graph(r, *graph_args) for r in records[rank::size]],
+                      [len(r["numbers"]) for r in records])
+
+
 def gradient_step(model: NequIP, share: Share, energy_weight: float, device,
                   replay: Share | None = None, replay_weight: float = 0.0) -> torch.Tensor:
     """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss as
@@ -203,8 +209,7 @@ class _StreamedShares(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         for records in itertools.islice(self.train_data(self.epoch), self.skip, None):
-            mine = [build_graph(r, *self.graph_args) for r in records[self.rank::self.size]]
-            yield rank_share(mine, [len(r["numbers"]) for r in records])
+            yield records_share(records, self.rank, self.size, self.graph_args)
 
 
 def _as_is(batch):
@@ -390,9 +395,8 @@ def train(model: NequIP,
             optimizer.zero_grad(set_to_none=True)
             extra = None
             if replay is not None:
-                drawn = replay.draw(epoch, state["batches_done"], share.totals[1])
-                extra = rank_share([build_graph(r, *graph_args) for r in drawn[rank::size]],
-                                   [len(r["numbers"]) for r in drawn])
+                extra = records_share(replay.draw(epoch, state["batches_done"], share.totals[1]),
+                                      rank, size, graph_args)
             step_losses.append(gradient_step(model, share, cfg.energy_weight, device,
                                              extra, replay.weight if replay else 0.0))
             optimizer.step()
