@@ -26,24 +26,18 @@ PLUGIN_NAME = "metatomic_plugin.so"
 SOURCES = Path(__file__).resolve().parents[2] / "lammps-plugin"
 
 
+# versions from package metadata, not imports: a cached lookup stays fast (no torch import)
 def _site_packages() -> Path:
-    import torch
-
-    return Path(torch.__file__).resolve().parents[1]
+    return Path(metadata.distribution("torch").locate_file("")).resolve()
 
 
 def _versions() -> dict[str, str]:
-    import torch
-
-    return {"torch": torch.__version__, "lammps": metadata.version("lammps"),
-            "metatomic-torch": metadata.version("metatomic-torch"),
-            "metatensor-torch": metadata.version("metatensor-torch")}
+    return {name: metadata.version(name)
+            for name in ("torch", "lammps", "metatomic-torch", "metatensor-torch")}
 
 
 def _torch_minor() -> str:
-    import torch
-
-    return ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    return ".".join(metadata.version("torch").split("+")[0].split(".")[:2])
 
 
 def lammps_version_string() -> str:
