@@ -317,7 +317,7 @@ def test_build_is_cached(plugin):
 def test_stability_engine_plugin_runs_the_same_md(plugin, models):
     """stability.engine plugin: run_md drives the exported model natively in LAMMPS and gets
     the trajectory that fix external (synthpre's calculator per step) gets, frame by frame."""
-    from synthpre.job_settings import model_run_options
+    from synthpre.job_settings import stability_run_options
     from synthpre.stability import model_potential
     from synthpre.stability_md import StabilitySettings, run_md
 
@@ -332,7 +332,7 @@ def test_stability_engine_plugin_runs_the_same_md(plugin, models):
         "analysis": {"relabel_frames": 0, "coordination_cutoff": 1.85, "rdf_r_max": 4.0,
                      "rdf_bins": 40}}
     cfg = StabilitySettings.from_config(section)
-    assert model_run_options({"model": {"compile": False}, "stability": section}) == \
+    assert stability_run_options({"model": {"compile": False}, "stability": section}) == \
         {"compile": False, "engine": "plugin"}
     model, _ = models[("C",), "float64"]
     start = bulk("C", "diamond", 3.57, cubic=True).repeat((2, 1, 1))

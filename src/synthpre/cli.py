@@ -296,7 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("stability", help="a model (or, without --model, the teacher) in MD: "
                                          "survival, failure reasons, drift, structure")
     _add_settings(p, lambda config, args: job_settings.stability(config))
-    _add_run_options(p, lambda config, args: job_settings.model_run_options(config))
+    _add_run_options(p, lambda config, args: job_settings.stability_run_options(config))
     p.add_argument("--starts", required=True, help="real test set (.h5) or extxyz of start cells")
     p.add_argument("--model", help="model.pt to test; without it the teacher runs (reference)")
     p.add_argument("--reference", help="the teacher's stability.json (with --model)")

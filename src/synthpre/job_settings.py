@@ -132,10 +132,14 @@ def train_run_options(config: dict, stage: str) -> dict:
 
 
 def model_run_options(config: dict) -> dict:
-    """How a job that runs a trained model (stability MD) runs it: the compiled kernel or not,
-    and the MD engine that runs it (``stability.engine``: fix external or the LAMMPS plugin)."""
-    return {**{k: config["model"][k] for k in RUN_FIELDS["model"]},
-            "engine": config["stability"]["engine"]}
+    """How a job that runs a trained model (stability MD) runs it: the compiled kernel or not."""
+    return {k: config["model"][k] for k in RUN_FIELDS["model"]}
+
+
+def stability_run_options(config: dict) -> dict:
+    """How a stability job runs its model: ``model_run_options`` and the MD engine
+    (``stability.engine``: fix external or the LAMMPS plugin)."""
+    return {**model_run_options(config), "engine": config["stability"]["engine"]}
 
 
 def _recipe(config: dict, stage: str) -> dict:

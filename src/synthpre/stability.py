@@ -56,7 +56,7 @@ def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frame
                       point: str | None = None, lammps_args: tuple[str, ...] = (),
                       options: dict | None = None) -> dict:
     """Run and analyse; ``settings`` holds ``stability``, ``elements``, ``teacher``, ``teachers``;
-    ``options`` how a ``model`` runs (``job_settings.model_run_options``)."""
+    ``options`` how a ``model`` runs (``job_settings.stability_run_options``)."""
     cfg = StabilitySettings.from_config(settings["stability"])
     teacher = get_teacher(settings["teacher"], settings.get("teachers"))
     starts = select_starts(read_start_source(starts_path), cfg.starts, settings["elements"],
