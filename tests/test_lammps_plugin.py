@@ -84,7 +84,7 @@ atom_style atomic
 boundary {boundary}
 read_data {data}
 plugin load {plugin}
-pair_style metatomic {model}
+pair_style metatomic {model} {options}
 pair_coeff * * {numbers}
 compute vir all pressure NULL virial
 compute pea all pe/atom
@@ -114,12 +114,14 @@ def run_lmp(tmp: Path, script: str, ranks: int = 1) -> str:
     return (tmp / "log.lammps").read_text()
 
 
-def single_point(tmp: Path, plugin, exported, atoms: Atoms, species: list[str], ranks=1):
+def single_point(tmp: Path, plugin, exported, atoms: Atoms, species: list[str], ranks=1,
+                 options=""):
     tmp.mkdir(exist_ok=True)
     write_data(tmp / "cell.data", atoms, species)
     boundary = " ".join("p" if p else "f" for p in atoms.pbc)
     log = run_lmp(tmp, SINGLE_POINT.format(
-        boundary=boundary, data="cell.data", plugin=plugin, model=exported, dump="forces.dump",
+        boundary=boundary, data="cell.data", plugin=plugin, model=exported, options=options,
+        dump="forces.dump",
         numbers=" ".join(str(Z[s]) for s in species)), ranks)
     row = thermo(log)
     volume = row["Volume"]
@@ -197,7 +199,9 @@ def test_two_species_and_type_order(tmp_path, plugin, models, dtype):
     atoms.set_cell(cell, scale_atoms=True)
     atoms.rattle(0.05, seed=4)
     atoms = lammps_frame(atoms)
-    got = single_point(tmp_path, plugin, exported, atoms, ["O", "C"])
+    # check_consistency: metatomic checks the neighbour lists the plugin hands the model
+    got = single_point(tmp_path, plugin, exported, atoms, ["O", "C"],
+                       options="check_consistency on")
     assert_agree(got, reference(model, atoms), len(atoms), dtype, "C/O")
 
 
@@ -213,7 +217,8 @@ def test_two_ranks_equal_one(tmp_path, plugin, models):
     atoms.rattle(0.05, seed=5)
     atoms = lammps_frame(atoms)
     one = single_point(tmp_path / "one", plugin, exported, atoms, ["C", "O"], ranks=1)
-    two = single_point(tmp_path / "two", plugin, exported, atoms, ["C", "O"], ranks=2)
+    two = single_point(tmp_path / "two", plugin, exported, atoms, ["C", "O"], ranks=2,
+                       options="check_consistency on")
     assert "2 by 1 by 1 MPI processor grid" in two["log"]
     ghost_cut = float(re.search(r"ghost atom cutoff = ([\d.]+)", two["log"]).group(1))
     assert ghost_cut >= 7.0 + 2.0  # interaction range + skin
