@@ -261,6 +261,7 @@ void PairMetatomicPlugin::init_style()
   if (force->newton_pair == 0)
     error->all(FLERR, "pair_style metatomic needs newton pair on (forces on ghost atoms are "
                       "sent back to their owners)");
+  report_size_ = true;
   int flags = NeighConst::REQ_FULL;
   if (ghostneigh) flags |= NeighConst::REQ_GHOST;
   neighbor->add_request(this, flags);
@@ -344,6 +345,14 @@ void PairMetatomicPlugin::compute(int eflag, int vflag)
 
   const int nlocal = atom->nlocal;
   const int nsys = static_cast<int>(system_atoms_.size());
+  if (report_size_) {  // the cost of the ghost shell, in atoms the model evaluates
+    report_size_ = false;
+    int counts[2] = {nlocal, nsys - nlocal}, most[2] = {0, 0};
+    MPI_Allreduce(counts, most, 2, MPI_INT, MPI_MAX, world);
+    if (comm->me == 0)
+      utils::logmesg(lmp, "pair_style metatomic: the model evaluates up to {} owned + {} ghost "
+                          "atoms per rank\n", most[0], most[1]);
+  }
   double **x = atom->x;
   double **f = atom->f;
   int *type = atom->type;

@@ -42,6 +42,7 @@ class PairMetatomicPlugin : public Pair {
 
   double nl_cutoff_ = 0.0;          // largest neighbour-list cutoff the model asks for (Å)
   double interaction_range_ = 0.0;  // how far ghosts must reach for each rank (Å)
+  bool report_size_ = true;         // log the model's system size at the first compute
 
   // Each LAMMPS atom (local or ghost) is an image of one atom of the model's System:
   // system_of_[i] = index in the System, shift_of_[i] = integer cell shift from it.
