@@ -321,9 +321,16 @@ def test_errors_name_the_fault(tmp_path, plugin, models):
     assert "needs 'units metal'" in msg and "'units real'" in msg
 
 
-def test_build_is_cached(plugin):
-    """A second call finds the same file (no rebuild); its folder names the versions."""
+def test_build_is_cached(plugin, capsys):
+    """A second call, and `synthpre lammps-plugin`, find the same file (no rebuild); its
+    folder names the versions it was built against."""
+    from synthpre.cli import main
+
     assert plugin_path() == plugin
+    mtime = plugin.stat().st_mtime
+    assert main(["lammps-plugin"]) == 0
+    assert capsys.readouterr().out.strip() == str(plugin)
+    assert plugin.stat().st_mtime == mtime
     versions = (plugin.parent / "versions.txt").read_text()
     assert "torch 2." in versions and "metatomic-torch" in versions and "lammps" in versions
 
