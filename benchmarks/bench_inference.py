@@ -108,7 +108,7 @@ def time_driver(path, compile: bool, atoms, args) -> dict:
     """The same steps through synthpre's stability driver (LAMMPS + fix external)."""
     from synthpre.stability import model_potential
     from synthpre.stability_md import FailureCriteria, StabilityProtocol, run_md
-    potential, _ = model_potential(str(path), compile)
+    potential, _ = model_potential(str(path), compile, "fix_external")
     protocol = StabilityProtocol(300, 300, 0, args.md_steps / 1000.0, 0, 1.0, 100, 1.0)
     lax = FailureCriteria(check_every_fs=10, min_distance=0.0, max_force=1e12,
                           max_temperature_factor=1e6)

@@ -45,7 +45,7 @@ def main() -> None:
         model = NequIP.from_config(HYPER)
         save_model(path, model, {"e0": {"C": 0.0}})
         n_params = sum(p.numel() for p in model.parameters())
-        potential, _ = model_potential(str(path), compile=False)
+        potential, _ = model_potential(str(path), compile=False, engine="fix_external")
         calc = SynthpreCalculator(path)
         print(f"model: {n_params} parameters; {args.steps} steps, 1 fs, 300 K, CPU time")
         print("| atoms | driver atom-steps/s | model alone atom-steps/s | model share of a step |")

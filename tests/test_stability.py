@@ -132,7 +132,8 @@ def test_teacher_survives_and_broken_model_fails_on_the_same_protocol(starts_fil
 
     from synthpre.stability import model_potential
 
-    broken, _ = model_potential(str(save_tiny_model(tmp_path / "broken.pt", scale=1e4)), False)
+    broken, _ = model_potential(str(save_tiny_model(tmp_path / "broken.pt", scale=1e4)), False,
+                                "fix_external")
     result = run_md(broken, start, CFG.protocol, CFG.failure, 1, "b", 0)
     assert result.failure["reason"] == "large_force" and result.failure["time_ps"] == 0.0
     assert "eV/Å > 30.0 eV/Å" in result.failure["detail"]
@@ -167,7 +168,7 @@ def test_job_writes_reference_then_model_results(starts_file, tmp_path):
     out = run_stability_job(settings, str(starts_file), tmp_path / "m.json",
                             tmp_path / "m.extxyz", model=str(model),
                             reference=str(tmp_path / "ref.json"), point="scratch/n3/s1",
-                            options={"compile": False})
+                            options={"compile": False, "engine": "fix_external"})
     written = json.loads((tmp_path / "m.json").read_text())
     assert written["point"] == "scratch/n3/s1" and written["teacher"] == "lcbop"
     frames = read_frames(tmp_path / "m.extxyz")
@@ -199,7 +200,7 @@ def test_job_writes_reference_then_model_results(starts_file, tmp_path):
     with pytest.raises(ValueError, match="another protocol"):
         run_stability_job(other, str(starts_file), tmp_path / "x.json", tmp_path / "x.extxyz",
                           model=str(model), reference=str(tmp_path / "ref.json"),
-                          options={"compile": False})
+                          options={"compile": False, "engine": "fix_external"})
 
 
 @pytest.mark.parametrize("change, message", [
@@ -248,7 +249,7 @@ def test_bad_start_structures_are_named_before_md(starts_file, tmp_path):
     with pytest.raises(ValueError, match=rf"start structures {silicon}: element\(s\) \['Si'\] "
                                          f"unknown to model {model}"):
         run_stability_job(two, str(silicon), tmp_path / "o.json", tmp_path / "o.x",
-                          model=str(model), reference=str(ref), options={"compile": False})
+                          model=str(model), reference=str(ref), options={"compile": False, "engine": "fix_external"})
     assert not (tmp_path / "o.json").exists()
 
 
@@ -318,7 +319,7 @@ def test_stability_runs_the_model_compiled_as_the_run_options_say(tmp_path):
 
     path = str(save_tiny_model(tmp_path / "model.pt"))
     for compile in (True, False):
-        potential, _ = model_potential(path, compile)
+        potential, _ = model_potential(path, compile, "fix_external")
         layers = potential.make_calculator().model.layers
         assert [layer.compiled for layer in layers] == [compile] * len(layers)
 

@@ -146,6 +146,13 @@ def cmd_export(args) -> None:
     print(f"exported {args.model} -> {args.out} (metatomic; docs/deploy.md)")
 
 
+def cmd_lammps_plugin(args) -> None:
+    """Build (once, cached under the venv) the pair_style metatomic plugin; print its path."""
+    from .lammps_plugin import plugin_path
+
+    print(plugin_path(rebuild=args.rebuild))
+
+
 def cmd_stability(args) -> None:
     """One potential in MD from every start: the teacher (no --model) or a model file."""
     from .lammps_system import omp_args
@@ -281,10 +288,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="metatomic model file to write (its folder must exist)")
     p.set_defaults(func=cmd_export)
 
+    p = sub.add_parser("lammps-plugin", help="build the LAMMPS plugin for exported models "
+                                             "(pair_style metatomic; cached) and print its path")
+    p.add_argument("--rebuild", action="store_true", help="build again even if cached")
+    p.set_defaults(func=cmd_lammps_plugin)
+
     p = sub.add_parser("stability", help="a model (or, without --model, the teacher) in MD: "
                                          "survival, failure reasons, drift, structure")
     _add_settings(p, lambda config, args: job_settings.stability(config))
-    _add_run_options(p, lambda config, args: job_settings.model_run_options(config))
+    _add_run_options(p, lambda config, args: job_settings.stability_run_options(config))
     p.add_argument("--starts", required=True, help="real test set (.h5) or extxyz of start cells")
     p.add_argument("--model", help="model.pt to test; without it the teacher runs (reference)")
     p.add_argument("--reference", help="the teacher's stability.json (with --model)")

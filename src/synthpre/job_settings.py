@@ -83,7 +83,7 @@ def stability(config: dict) -> dict:
     the teacher's quench of the start cells (a changed quench reaches the jobs as a changed
     start file, their input)."""
     teacher = config["synthetic"]["teacher"]
-    section = config["stability"]
+    section = {k: v for k, v in config["stability"].items() if k != "engine"}  # a run option
     starts = {k: v for k, v in section["starts"].items() if k != "quench"}
     return {"stability": {**section, "starts": starts}, "elements": config["elements"],
             "teacher": teacher, "teachers": teacher_spec(config, teacher)}
@@ -134,6 +134,12 @@ def train_run_options(config: dict, stage: str) -> dict:
 def model_run_options(config: dict) -> dict:
     """How a job that runs a trained model (stability MD) runs it: the compiled kernel or not."""
     return {k: config["model"][k] for k in RUN_FIELDS["model"]}
+
+
+def stability_run_options(config: dict) -> dict:
+    """How a stability job runs its model: ``model_run_options`` and the MD engine
+    (``stability.engine``: fix external or the LAMMPS plugin)."""
+    return {**model_run_options(config), "engine": config["stability"]["engine"]}
 
 
 def _recipe(config: dict, stage: str) -> dict:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
+import tempfile
+import weakref
 from pathlib import Path
 
 from .atomic import write_json
@@ -23,17 +26,29 @@ from .structure_analysis import rdf, rdf_distance
 from .teachers import Teacher, get_teacher
 
 
-def model_potential(path: str, compile: bool) -> tuple[Teacher, dict]:
-    """A model file as a potential for LAMMPS (fix external), its fast kernel compiled or not
-    (``model.compile``), and its metadata."""
+def model_potential(path: str, compile: bool, engine: str) -> tuple[Teacher, dict]:
+    """A model file as a potential for LAMMPS, and its metadata. ``engine`` (``stability.engine``)
+    ``fix_external``: synthpre's calculator called from LAMMPS, its fast kernel compiled or
+    not (``model.compile``); ``plugin``: exported and run natively by ``pair_style metatomic``
+    (synthpre.lammps_plugin; the export lives in a temporary folder while the potential does)."""
     from .modelfile import load_model
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} not found")
     model, meta = load_model(path)
+    meta = {**meta, "species": list(model.species)}
+    if engine == "plugin":
+        from .lammps_plugin import plugin_potential
+
+        folder = tempfile.mkdtemp(prefix="synthpre-plugin-")
+        potential = plugin_potential(path, folder)
+        weakref.finalize(potential, shutil.rmtree, folder, ignore_errors=True)
+        return potential, meta
+    if engine != "fix_external":
+        raise ValueError(f"stability.engine must be fix_external or plugin (got {engine!r})")
     spec = {"kind": "ase", "model_path": str(path), "elements": list(model.species),
             "kwargs": {"compile": compile}}
-    return get_teacher("model", {"model": spec}), {**meta, "species": list(model.species)}
+    return get_teacher("model", {"model": spec}), meta
 
 
 def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frames: str,
@@ -41,7 +56,7 @@ def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frame
                       point: str | None = None, lammps_args: tuple[str, ...] = (),
                       options: dict | None = None) -> dict:
     """Run and analyse; ``settings`` holds ``stability``, ``elements``, ``teacher``, ``teachers``;
-    ``options`` how a ``model`` runs (``job_settings.model_run_options``)."""
+    ``options`` how a ``model`` runs (``job_settings.stability_run_options``)."""
     cfg = StabilitySettings.from_config(settings["stability"])
     teacher = get_teacher(settings["teacher"], settings.get("teachers"))
     starts = select_starts(read_start_source(starts_path), cfg.starts, settings["elements"],
@@ -51,8 +66,9 @@ def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frame
         if reference is None:
             raise ValueError("a model's stability job needs --reference (the teacher's run)")
         if options is None:
-            raise ValueError("a model's stability job needs its run options (model.compile)")
-        potential, meta = model_potential(model, options["compile"])
+            raise ValueError("a model's stability job needs its run options (model.compile, "
+                             "stability.engine)")
+        potential, meta = model_potential(model, options["compile"], options["engine"])
         check_species(starts, meta["species"], starts_path, model)
         ref = json.loads(Path(reference).read_text())
         if ref["protocol"] != dataclasses.asdict(cfg.protocol) or ref["teacher"] != teacher.name:

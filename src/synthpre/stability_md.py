@@ -114,7 +114,8 @@ class StabilitySettings:
     @classmethod
     def from_config(cls, cfg: dict) -> "StabilitySettings":
         """Strictly parse the ``stability`` config section (see the module docstring)."""
-        top = _build(_Raw, cfg, "stability")
+        # engine: how a model runs, a run option (job_settings.stability_run_options)
+        top = _build(_Raw, {k: v for k, v in cfg.items() if k != "engine"}, "stability")
         if not top.velocity_seeds:
             raise ValueError("config field 'stability.velocity_seeds' is empty")
         # starts.quench is rule stability_starts' business (synthpre.stability_starts)

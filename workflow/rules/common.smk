@@ -35,10 +35,10 @@ LABELLERS = SYN["labellers"]
 # How jobs run models (model.compile; in training also train.loader_workers and
 # train.tensorboard): a resource, like threads or memory, not a param, so changing one reruns
 # no finished job (synthpre.job_settings.RUN_FIELDS). Every fine-tuning mode and scratch use
-# finetune's; stability MD only needs model.compile.
+# finetune's; stability MD needs model.compile and stability.engine.
 RUN_OPTIONS = {stage: job_settings.as_json(job_settings.train_run_options(config, stage))
                for stage in ("pretrain", "finetune")}
-RUN_OPTIONS["stability"] = job_settings.as_json(job_settings.model_run_options(config))
+RUN_OPTIONS["stability"] = job_settings.as_json(job_settings.stability_run_options(config))
 
 
 def settings(stage, *args):
