@@ -38,7 +38,7 @@ def test_a_missing_min_distance_gets_the_schemas_value_in_every_stage(tmp_path):
     (tmp_path / "override.yaml").write_text(yaml.safe_dump(
         {"real": {"source": str(REPO / "data/demo/carbon-dft.extxyz")}}))
     proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "-p", "--configfile",
-                           str(REPO / "config.yaml"), str(REPO / "configs/tiny.yaml"),
+                           str(REPO / "configs/tiny.yaml"),
                            str(tmp_path / "override.yaml")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:]
@@ -114,3 +114,76 @@ def test_how_a_training_runs_is_not_part_of_its_settings():
         assert job_settings.train(config, stage) == job_settings.train(changed, stage)
         assert job_settings.train_run_options(changed, stage) == {
             "compile": not config["model"]["compile"], "loader_workers": 2, "tensorboard": True}
+
+
+def _dry_run(workdir, *configs, extra=()):
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(workdir), "-n", "-p", *extra,
+                           *(["--configfile", *map(str, configs)] if configs else [])],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return proc.stdout
+
+
+def _job_settings(stdout, command):
+    return [json.loads(s) for s in re.findall(rf"{command} --settings '(\{{.*?\}})' ", stdout)]
+
+
+def test_a_config_given_alone_gets_the_schemas_defaults_not_the_demos(tmp_path):
+    """`--configfile mine.yaml` without config.yaml: no dimer exclusion, the schema's
+    min_steps and model, and, without `run`, results named after the file (not results/demo)."""
+    mine = {k: v for k, v in MINIMAL.items() if k != "run"}
+    mine["real"] = {"source": str(REPO / "data/demo/carbon-dft.extxyz")}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(mine))
+    out = _dry_run(tmp_path, tmp_path / "mine.yaml")
+    assert "results/mine/" in out and "results/demo" not in out
+    (real,) = _job_settings(out, "real-data")
+    assert real["real"]["exclude_config_types"] == []
+    trainings = _job_settings(out, "train")
+    assert trainings and all(j["model"]["num_layers"] == DEFAULTS["model"]["num_layers"] and
+                             j["model"]["num_features"] == DEFAULTS["model"]["num_features"]
+                             for j in trainings)
+    assert all(j["train"]["min_steps"] == DEFAULTS["finetune"].get("min_steps",
+                                                                   DEFAULTS["train"]["min_steps"])
+               for j in trainings)
+    # the same by hand: `synthpre <stage> --configfile` reads the given file(s) only
+    config = load_config(str(tmp_path / "mine.yaml"))
+    assert config["run"] == "mine" and config["real"]["exclude_config_types"] == []
+    assert job_settings.train(config, "finetune")["train"]["min_steps"] == 0
+
+
+def test_the_demo_runs_when_no_config_is_given(tmp_path):
+    """The README's plain command still gets config.yaml (found beside the Snakefile)."""
+    (tmp_path / "data").symlink_to(REPO / "data")
+    out = _dry_run(tmp_path)
+    assert "results/demo/" in out
+    (real,) = _job_settings(out, "real-data")
+    assert real["real"]["exclude_config_types"] == ["dimer"]
+
+
+def test_shipped_configs_alone_mean_what_they_meant_on_top_of_the_demo():
+    """tiny and lisi were read on top of config.yaml; alone they give every job the same
+    settings (paper-carbon is meant to differ: it took the demo's epoch limits by accident)."""
+    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    for name in ("tiny", "lisi"):
+        path = REPO / "configs" / f"{name}.yaml"
+        alone = load_config(str(path))
+        on_demo = load_config(str(REPO / "config.yaml"), str(path))
+        assert on_demo["run"] == alone["run"] == name and demo["run"] == "demo"
+        for stage in ("pretrain", "finetune", "replay", "frozen", "scratch"):
+            assert job_settings.train(alone, stage) == job_settings.train(on_demo, stage), stage
+        for section in ("real", "synthetic", "model", "stability", "dft", "teachers"):
+            assert alone[section] == on_demo[section], (name, section)
+    assert load_config(str(REPO / "configs/tiny.yaml")) == \
+        load_config(str(REPO / "config.yaml"), str(REPO / "configs/tiny.yaml"))
+
+
+def test_a_config_without_run_never_writes_into_another_studys_folder(tmp_path):
+    """Two studies without `run` get their own folders; an explicit `run` wins."""
+    base = {k: v for k, v in MINIMAL.items() if k != "run"}
+    for name in ("silicon-a", "silicon-b"):
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump(base))
+    assert load_config(str(tmp_path / "silicon-a.yaml"))["run"] == "silicon-a"
+    assert load_config(str(tmp_path / "silicon-b.yaml"))["run"] == "silicon-b"
+    (tmp_path / "named.yaml").write_text(yaml.safe_dump({**base, "run": "mine"}))
+    assert load_config(str(tmp_path / "named.yaml"), str(tmp_path / "silicon-a.yaml"))["run"] \
+        == "mine"

@@ -26,7 +26,7 @@ def rulegraph_dot(tmp_path_factory) -> str:
     write_override(workdir, REPO / "data" / "demo" / "carbon-dft.extxyz")
     proc = subprocess.run(
         [*SNAKEMAKE, "--directory", str(workdir), "--rulegraph", "--configfile",
-         str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
+         str(REPO / "configs" / "tiny.yaml"),
          str(workdir / "override.yaml")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -67,7 +67,7 @@ def test_readme_command_works_without_graphviz(tmp_path):
     path = [str(bin_dir)] + [d for d in os.environ["PATH"].split(os.pathsep)
                              if d and not (Path(d) / "dot").exists()]
     write_override(tmp_path, REPO / "data" / "demo" / "carbon-dft.extxyz")
-    configs = " ".join(str(p) for p in (REPO / "config.yaml", REPO / "configs" / "tiny.yaml",
+    configs = " ".join(str(p) for p in (REPO / "configs" / "tiny.yaml",
                                         tmp_path / "override.yaml"))
     command = (f"set -o pipefail; snakemake --snakefile {REPO}/Snakefile --rulegraph "
                f"--configfile {configs} | synthpre dag > dag.svg")

@@ -181,7 +181,7 @@ def test_paper_config_dag_builds_here(tmp_path):
     cluster's potentials (a dry run only warns about them)."""
     proc = subprocess.run(
         [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--quiet", "rules", "--configfile",
-         str(REPO / "config.yaml"), str(REPO / "configs" / "paper-carbon.yaml")],
+         str(REPO / "configs" / "paper-carbon.yaml")],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = dict(line.split() for line in proc.stdout.splitlines()

@@ -373,7 +373,7 @@ def test_teacher_starts_come_from_their_own_rule_and_a_jamming_window_is_refused
         "real": {"source": str(REPO / "data/demo/carbon-dft.extxyz")},
         "stability": {"starts": {"source": "teacher"}}}))
     proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "-p", "--configfile",
-                           str(REPO / "config.yaml"), str(REPO / "configs/tiny.yaml"),
+                           str(REPO / "configs/tiny.yaml"),
                            str(tmp_path / "override.yaml")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
