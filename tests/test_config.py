@@ -187,3 +187,52 @@ def test_a_config_without_run_never_writes_into_another_studys_folder(tmp_path):
     (tmp_path / "named.yaml").write_text(yaml.safe_dump({**base, "run": "mine"}))
     assert load_config(str(tmp_path / "named.yaml"), str(tmp_path / "silicon-a.yaml"))["run"] \
         == "mine"
+
+
+def _carbon_structures(path, n):
+    """n unlabelled carbon cells (a dft: structures file), from the demo's DFT data."""
+    import ase.io
+
+    frames = ase.io.read(REPO / "data/demo/carbon-dft.extxyz", index=f":{n}")
+    for atoms in frames:
+        atoms.calc = None
+        atoms.info = {"config_type": atoms.info.get("config_type", "bulk")}
+        atoms.arrays.pop("forces", None)
+    ase.io.write(path, frames, format="extxyz")
+
+
+def test_dft_source_with_n_train_beyond_its_pool_stops_before_any_job(tmp_path):
+    """12 structures: 2 test, 1 validation, a pool of 9; n_train 10 is refused at parse time,
+    naming the field, before any DFT job (the README's promise, now for dft: too)."""
+    _carbon_structures(tmp_path / "structures.extxyz", 12)
+    config = complete({**MINIMAL, "real": {"source": f"dft:{tmp_path}/structures.extxyz"},
+                       "finetune": {"n_train": [4, 10], "seeds": [1]}})
+    with pytest.raises(ConfigError, match=r"'finetune.n_train' asks for \[10\] structures but "
+                                          r"the real training pool has only 9"):
+        check_config(config)
+    check_config(complete({**config, "finetune": {"n_train": [9], "seeds": [1]}}))
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--configfile",
+                           str(tmp_path / "mine.yaml")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "'finetune.n_train' asks for [10]" in proc.stdout + proc.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_validation_set_size_is_a_config_field_with_a_warning_below_five(tmp_path):
+    from synthpre.config_check import config_warnings
+    from synthpre.real_data import ingest, val_count
+
+    schema = SCHEMA["properties"]["real"]["properties"]
+    # the paper's min(10 %, 100), from the schema's values
+    assert [val_count(n, schema["val_fraction"]["default"], schema["val_max"]["default"])
+            for n in (4, 50, 400, 5000)] == [1, 5, 40, 100]
+    _carbon_structures(tmp_path / "structures.extxyz", 12)
+    config = complete({**MINIMAL, "real": {"source": f"dft:{tmp_path}/structures.extxyz"}})
+    (warning,) = config_warnings(config)
+    assert "'real.val_fraction': 1 validation structure(s) (fewer than 5)" in warning
+    wider = complete({**config, "real": {**config["real"], "val_fraction": 0.5}})
+    assert config_warnings(wider) == []
+    summary = ingest(str(REPO / "data/demo/carbon-dft.extxyz"), str(tmp_path / "real"), ["C"],
+                     exclude_config_types=["dimer"], val_fraction=0.25, val_max=20)
+    assert summary["n_val"] == 20 and summary["n_test"] + summary["n_pool"] + 20 == 160

@@ -4,13 +4,15 @@ import os
 import shlex
 
 from synthpre import job_settings
-from synthpre.config_check import ConfigError, check_config, md_jobs
+from synthpre.config_check import ConfigError, check_config, config_warnings, md_jobs
 from synthpre.teachers import get_teacher
 
 MACHINE_PROBLEMS = check_config(config, read_data=workflow.is_main_process)
 if workflow.is_main_process:
     for problem in MACHINE_PROBLEMS:
         print(f"WARNING (a dry run goes on; a real run stops here): {problem}", file=sys.stderr)
+    for problem in config_warnings(config):  # runs, but misleads: said, not refused
+        print(f"WARNING: {problem}", file=sys.stderr)
 
 
 onstart:
