@@ -16,7 +16,8 @@ from snakemake_run import REPO, SNAKEMAKE, write_override
 
 SVG = "{http://www.w3.org/2000/svg}"
 RULES = {"all", "md", "label", "shard", "real_data", "pretrain", "finetune", "scratch",
-         "evaluate", "aggregate", "stability_reference", "stability", "stability_curves"}
+         "evaluate", "evaluate_pretrained", "aggregate", "stability_reference", "stability",
+         "stability_curves"}
 
 
 @pytest.fixture(scope="module")

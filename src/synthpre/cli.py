@@ -128,7 +128,8 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_point
 
     metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out,
-                             args.parity, init=args.init, synthetic_manifest=args.synthetic_val)
+                             args.parity, init=args.init, synthetic_manifest=args.synthetic_val,
+                             real_dir=args.real_dir, shift_n=args.fit_shift_n)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
 
 
@@ -265,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="the pre-trained model a fine-tuned point started from")
     p.add_argument("--synthetic-val", help="shard manifest of that model's labeller: "
                                            "forgetting on its synthetic validation set")
+    p.add_argument("--fit-shift-n", type=int, default=0,
+                   help="a pretrained/.../n0 point: fit the energy shift to the seed's first N "
+                        "training structures first, as fine-tuning at n=N starts (0: none)")
+    p.add_argument("--real-dir", help="real data folder (pool.h5), for --fit-shift-n")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="learning-curve table and plot")

@@ -65,6 +65,18 @@ def curve_points():
     return points
 
 
+def pretrained_points():
+    """The n=0 point of every pre-trained model, per seed: the model as fine-tuning starts it
+    (rule evaluate_pretrained; with finetune.fit_shift, the shift fitted to the seed's
+    smallest subset, which is why it is per seed)."""
+    return [f"pretrained/{pre}/n0/s{s}" for pre in pretrained_families() for s in FT["seeds"]]
+
+
+def shift_fit_args(wildcards):
+    """--fit-shift-n <smallest n> when fine-tuning fits the energy shift, else nothing."""
+    return f"--fit-shift-n {min(FT['n_train'])}" if FT["fit_shift"] else ""
+
+
 def mpi_prefix(resources, potential):
     """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
     An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""
