@@ -320,8 +320,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Signals a job can still report before it dies (SIGKILL, exit 137, cannot be caught: the OOM
+# killer, or SLURM after its grace period; then Snakemake's own log shows the exit status).
+REPORTED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGXCPU")
+
+
+def log_kill_signals(command: str) -> None:
+    """Say in the job's log that it was killed from outside, by which signal and after how
+    long, then die of that signal as before (exit status 128 + n for Snakemake), instead of
+    ending with an empty or half-written log. A stage that handles a signal itself (training
+    checkpoints on SIGTERM, synthpre.preemption) installs its own handler after this one."""
+    import signal
+    import time
+
+    started = time.monotonic()
+
+    def report(signum, frame):
+        print(f"synthpre {command}: killed by signal {signal.Signals(signum).name} after "
+              f"{time.monotonic() - started:.0f} s (from outside the job: a scheduler's time "
+              f"limit, scancel, a Ctrl-C); its outputs are not written", file=sys.stderr,
+              flush=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for name in REPORTED_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), report)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_kill_signals(args.command)
     # Under torchrun or srun every rank logs into the same rule log: say which rank speaks.
     env = os.environ
     world = int(env.get("WORLD_SIZE") or env.get("SLURM_STEP_NUM_TASKS") or 1)

@@ -18,6 +18,8 @@ rule evaluate:
         forgetting=forgetting_args,
     log:
         f"{RESULTS}/logs/evaluate/{{point}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{point}}.tsv",
     conda:
         "../../envs/core.yaml"
     shell:
@@ -82,6 +84,8 @@ rule aggregate:
         out_dir=folder_of("csv"),
     log:
         f"{RESULTS}/logs/aggregate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate.tsv",
     conda:
         "../../envs/core.yaml"
     shell:

@@ -45,6 +45,8 @@ rule stability_reference:
         settings=lambda w: settings("stability"),
     log:
         f"{RESULTS}/logs/stability/reference.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability/reference.tsv",
     conda:
         "../../envs/foundation.yaml"
     shell:
@@ -66,6 +68,8 @@ rule stability:
         run_options=RUN_OPTIONS["stability"],
     log:
         f"{RESULTS}/logs/stability/{{model_dir}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability/{{model_dir}}.tsv",
     conda:
         "../../envs/foundation.yaml"
     shell:
@@ -87,6 +91,8 @@ rule stability_curves:
                    caption="../report/stability.rst"),
     log:
         f"{RESULTS}/logs/stability_curves.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability_curves.tsv",
     conda:
         "../../envs/core.yaml"
     shell:
