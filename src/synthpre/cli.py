@@ -155,7 +155,8 @@ def cmd_stability(args) -> None:
     out = run_stability_job(_settings(args), args.starts, args.out, args.frames,
                             model=args.model, reference=args.reference, point=args.point,
                             options=_run_options(args) if args.model else None,
-                            lammps_args=omp_args(args.omp_threads))
+                            lammps_args=omp_args(args.omp_threads), metrics=args.metrics,
+                            test=args.test)
     print(json.dumps(out["summary"]))
 
 
@@ -293,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--starts", required=True, help="real test set (.h5) or extxyz of start cells")
     p.add_argument("--model", help="model.pt to test; without it the teacher runs (reference)")
     p.add_argument("--reference", help="the teacher's stability.json (with --model)")
+    p.add_argument("--metrics", help="the model's metrics.json (with --model): its test force "
+                                     "RMSE, for the unphysical rule")
+    p.add_argument("--test", help="the real test set (.h5; without --model): the teacher's "
+                                  "force error on it, for the unphysical rule")
     p.add_argument("--point", help="e.g. scratch/n25/s1 or pretrain/snap_c (recorded)")
     p.add_argument("--out", required=True, help="stability.json")
     p.add_argument("--frames", required=True, help="extxyz of the dumped frames")

@@ -155,4 +155,38 @@ def check_real_data(config: dict) -> None:
 def config_warnings(config: dict) -> list[str]:
     """Everything that runs but would mislead a reader of the results, printed when the
     Snakefile is parsed (real data, stability start cells)."""
-    return real_data_warnings(config)
+    return real_data_warnings(config) + stability_start_warnings(config)
+
+
+def stability_start_warnings(config: dict) -> list[str]:
+    """Start cells too small for a meaningful temperature (stability_md.small_cell_problem),
+    where their size is known before any job: the teacher's quench size, a start file, or
+    the real test cells of a file on disk (labelled, or a dft: structures file)."""
+    from .real_data import split_structures
+    from .stability_md import (StabilitySettings, read_start_source, select_starts,
+                               small_cell_problem)
+
+    section = config["stability"]
+    factor = section["failure"]["max_temperature_factor"]
+    source = section["starts"]["source"]
+    try:
+        selection = StabilitySettings.from_config(section).starts
+        if source == "teacher":
+            sizes = [section["starts"]["quench"]["n_atoms"]]
+        else:
+            if source == "test":
+                real = config["real"]["source"]
+                if real.startswith(FETCH_PREFIX):
+                    return []
+                kept, (test, _, _) = split_structures(
+                    real.removeprefix(DFT_PREFIX),
+                    **{k: v for k, v in config["real"].items() if k != "source"})
+                cells = [kept[i] for i in test]
+            else:
+                cells = read_start_source(source)
+            sizes = [len(a) for a in select_starts(cells, selection, config["elements"],
+                                                   source)]
+    except (ValueError, FileNotFoundError, KeyError):
+        return []  # check_config and check_stability_config name these problems
+    problems = sorted({p for n in sizes if (p := small_cell_problem(n, factor))})
+    return [f"config field 'stability.starts': {p}" for p in problems]

@@ -99,12 +99,12 @@ def make_splits(n_total: int, is_test, test_fraction: float, seed: int,
     return test, np.sort(rest[:n_val]), np.sort(rest[n_val:])
 
 
-def split_sizes_of_structures(path: str, config_type_key="config_type", split_key="split",
-                              exclude_config_types=(), test_fraction=0.2, split_seed=0,
-                              val_fraction=0.1, val_max=100, **_labels) -> tuple[int, int, int]:
-    """(test, val, pool) sizes that ``ingest`` will give a ``dft:`` structures file once it is
-    labelled, from the unlabelled structures (the same exclusions and split), so a pool too
-    small for ``finetune.n_train`` stops the run before any DFT job."""
+def split_structures(path: str, config_type_key="config_type", split_key="split",
+                     exclude_config_types=(), test_fraction=0.2, split_seed=0,
+                     val_fraction=0.1, val_max=100, **_labels):
+    """The structures ``ingest`` keeps of ``path`` and its (test, val, pool) indices, read
+    without their labels (a ``dft:`` structures file before labelling splits the same way),
+    so sizes and test cells are known before any job."""
     kept = [a for a in read_frames(path)
             if str(a.info.get(config_type_key, "")) not in set(exclude_config_types)]
     if not kept:
@@ -112,8 +112,14 @@ def split_sizes_of_structures(path: str, config_type_key="config_type", split_ke
     is_test = None
     if split_key and split_key in kept[0].info:
         is_test = np.array([str(a.info.get(split_key, "")).lower() == "test" for a in kept])
-    test, val, pool = make_splits(len(kept), is_test, test_fraction, split_seed,
-                                  val_fraction, val_max)
+    return kept, make_splits(len(kept), is_test, test_fraction, split_seed, val_fraction,
+                             val_max)
+
+
+def split_sizes_of_structures(path: str, **real) -> tuple[int, int, int]:
+    """(test, val, pool) sizes ``ingest`` will give ``path`` (``split_structures``), so a pool
+    too small for ``finetune.n_train`` stops the run before any DFT job."""
+    _, (test, val, pool) = split_structures(path, **real)
     return len(test), len(val), len(pool)
 
 

@@ -77,6 +77,16 @@ def shift_fit_args(wildcards):
     return f"--fit-shift-n {min(FT['n_train'])}" if FT["fit_shift"] else ""
 
 
+def stability_metrics(w):
+    """The test errors a stability job reads for its unphysical check. A learning-curve
+    point's own metrics.json; a pre-trained model's n=0 point of the first seed (its forces,
+    all the check uses, do not depend on the seed's energy shift)."""
+    if w.model_dir.startswith("pretrain/"):
+        pre = w.model_dir.removeprefix("pretrain/")
+        return f"{RESULTS}/pretrained/{pre}/n0/s{FT['seeds'][0]}/metrics.json"
+    return f"{RESULTS}/{w.model_dir}/metrics.json"
+
+
 def mpi_prefix(resources, potential):
     """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
     An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""

@@ -38,6 +38,7 @@ rule stability_starts:
 rule stability_reference:
     input:
         starts=STAB_STARTS,
+        test=f"{RESULTS}/real/test.h5",
     output:
         json=f"{RESULTS}/stability/reference/stability.json",
         frames=f"{RESULTS}/stability/reference/frames.extxyz",
@@ -51,7 +52,7 @@ rule stability_reference:
         "../../envs/foundation.yaml"
     shell:
         "synthpre stability --settings {params.settings:q} --starts {input.starts:q} "
-        "--out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
+        "--test {input.test:q} --out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
 
 
 rule stability:
@@ -59,6 +60,7 @@ rule stability:
         model=f"{RESULTS}/{{model_dir}}/model.pt",
         starts=STAB_STARTS,
         reference=f"{RESULTS}/stability/reference/stability.json",
+        metrics=stability_metrics,
     output:
         json=f"{RESULTS}/{{model_dir}}/stability.json",
         frames=f"{RESULTS}/{{model_dir}}/stability-frames.extxyz",
@@ -75,6 +77,7 @@ rule stability:
     shell:
         "synthpre stability --settings {params.settings:q} --run-options {resources.run_options:q} "
         "--starts {input.starts:q} --model {input.model:q} --reference {input.reference:q} "
+        "--metrics {input.metrics:q} "
         "--point {wildcards.model_dir:q} --out {output.json:q} --frames {output.frames:q} "
         "> {log:q} 2>&1"
 
