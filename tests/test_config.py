@@ -236,3 +236,36 @@ def test_the_validation_set_size_is_a_config_field_with_a_warning_below_five(tmp
     summary = ingest(str(REPO / "data/demo/carbon-dft.extxyz"), str(tmp_path / "real"), ["C"],
                      exclude_config_types=["dimer"], val_fraction=0.25, val_max=20)
     assert summary["n_val"] == 20 and summary["n_test"] + summary["n_pool"] + 20 == 160
+
+
+def test_the_silicon_example_plans_its_study_with_silicon_settings(tmp_path):
+    """configs/silicon.yaml alone (a dry run, nothing computed): SNAP and SW from the wheel,
+    20 Si8 cells labelled by two DFT jobs, stability from teacher-quenched 64-atom cells with
+    Si-Si thresholds, not carbon's; an n_train beyond its 12-cell pool stops before any job."""
+    from synthpre.stability_md import StabilitySettings
+
+    (tmp_path / "data").symlink_to(REPO / "data")
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--quiet", "rules",
+                           "--configfile", str(REPO / "configs/silicon.yaml")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in proc.stdout.splitlines()
+              if len(line.split()) == 2 and line.split()[1].isdigit()}
+    assert {k: counts[k] for k in ("dft", "md", "label", "pretrain", "finetune", "scratch",
+                                   "evaluate_pretrained", "stability_starts")} == \
+        {"dft": 2, "md": 4, "label": 8, "pretrain": 2, "finetune": 8, "scratch": 4,
+         "evaluate_pretrained": 4, "stability_starts": 1}
+    assert "config field 'stability.starts'" not in proc.stderr  # 64-atom starts: no warning
+    config = load_config(str(REPO / "configs/silicon.yaml"))
+    cfg = StabilitySettings.from_config(config["stability"], config["elements"])
+    assert cfg.failure.min_distance == {"Si-Si": 1.0}
+    assert cfg.analysis.coordination_cutoff == {"Si-Si": 2.78}
+    assert config["real"]["exclude_config_types"] == [] and config["run"] == "silicon"
+    too_many = tmp_path / "more.yaml"
+    too_many.write_text(yaml.safe_dump({"finetune": {"n_train": [4, 13]}}))
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--configfile",
+                           str(REPO / "configs/silicon.yaml"), str(too_many)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode != 0
+    assert "'finetune.n_train' asks for [13] structures but the real training pool has only " \
+           "12" in proc.stdout + proc.stderr
