@@ -8,8 +8,15 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
-configfile: os.path.join(workflow.basedir, "config.yaml")  # found from any directory
+# The carbon demo (config.yaml, found from any directory) only when no --configfile is given:
+# a study's config stands alone on the schema's defaults (synthpre/config.py), and one without
+# `run` is named after its last file.
+if not workflow.overwrite_configfiles:
+    configfile: os.path.join(workflow.basedir, "config.yaml")
 
+from synthpre.config import name_run
+
+name_run(config, workflow.overwrite_configfiles)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 # Rules call the `synthpre` CLI of the Python that runs Snakemake (a venv need not be active),

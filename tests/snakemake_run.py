@@ -14,8 +14,7 @@ SNAKEMAKE = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snake
 def snakemake(workdir: Path, *args: str, targets: tuple[str, ...] = (),
               check: bool = True) -> subprocess.CompletedProcess:
     cmd = [*SNAKEMAKE, *targets, "--directory", str(workdir), *args, "--configfile",
-           str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
-           str(workdir / "override.yaml")]
+           str(REPO / "configs" / "tiny.yaml"), str(workdir / "override.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
@@ -34,7 +33,7 @@ def planned_jobs(workdir: Path, **extra) -> dict[str, int]:
     plan.write_text(yaml.safe_dump({**override, **extra}))
     proc = subprocess.run(
         [*SNAKEMAKE, "--directory", str(workdir), "-n", "--quiet", "rules", "--configfile",
-         str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"), str(plan)],
+         str(REPO / "configs" / "tiny.yaml"), str(plan)],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = {}

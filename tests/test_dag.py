@@ -16,7 +16,8 @@ from snakemake_run import REPO, SNAKEMAKE, write_override
 
 SVG = "{http://www.w3.org/2000/svg}"
 RULES = {"all", "md", "label", "shard", "real_data", "pretrain", "finetune", "scratch",
-         "evaluate", "aggregate", "stability_reference", "stability", "stability_curves"}
+         "evaluate", "evaluate_pretrained", "aggregate", "stability_reference", "stability",
+         "stability_curves"}
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,7 @@ def rulegraph_dot(tmp_path_factory) -> str:
     write_override(workdir, REPO / "data" / "demo" / "carbon-dft.extxyz")
     proc = subprocess.run(
         [*SNAKEMAKE, "--directory", str(workdir), "--rulegraph", "--configfile",
-         str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
+         str(REPO / "configs" / "tiny.yaml"),
          str(workdir / "override.yaml")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
@@ -67,7 +68,7 @@ def test_readme_command_works_without_graphviz(tmp_path):
     path = [str(bin_dir)] + [d for d in os.environ["PATH"].split(os.pathsep)
                              if d and not (Path(d) / "dot").exists()]
     write_override(tmp_path, REPO / "data" / "demo" / "carbon-dft.extxyz")
-    configs = " ".join(str(p) for p in (REPO / "config.yaml", REPO / "configs" / "tiny.yaml",
+    configs = " ".join(str(p) for p in (REPO / "configs" / "tiny.yaml",
                                         tmp_path / "override.yaml"))
     command = (f"set -o pipefail; snakemake --snakefile {REPO}/Snakefile --rulegraph "
                f"--configfile {configs} | synthpre dag > dag.svg")
@@ -88,3 +89,38 @@ def test_bad_input_fails_naming_the_problem():
     cyclic = parse_dot('digraph {\n\t0[label = "a"];\n\t1[label = "b"];\n\t0 -> 1\n\t1 -> 0\n}')
     with pytest.raises(ValueError, match="cycle"):
         render_svg(cyclic)
+
+
+def test_every_rule_that_computes_writes_a_benchmark(tmp_path):
+    """`benchmark:` on every rule that computes: its wall time, memory and CPU time in
+    results/<run>/benchmarks/ (all but `all` and the download fetch_real)."""
+    write_override(tmp_path, REPO / "data" / "demo" / "carbon-dft.extxyz")
+    proc = subprocess.run(
+        [*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--configfile",
+         str(REPO / "configs" / "tiny.yaml"), str(tmp_path / "override.yaml")],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    without = set()
+    for job in proc.stdout.split("\nrule ")[1:]:
+        rule = job.split(":", 1)[0].strip()
+        if "benchmark: results/tiny/benchmarks/" not in job:
+            without.add(rule)
+    assert without == {"all"}
+
+
+def test_a_job_killed_by_a_signal_says_so_in_its_log(tmp_path):
+    """SIGTERM from outside (a time limit, scancel): the log names the signal and the job
+    still dies of it (exit status -15 here, 143 in a shell), so Snakemake sees a failure."""
+    import signal
+    import time
+
+    code = ("import sys, time; from synthpre.cli import log_kill_signals; "
+            "log_kill_signals('md'); print('ready', flush=True); time.sleep(60)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGTERM
+    assert "synthpre md: killed by signal SIGTERM after" in err

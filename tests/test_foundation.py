@@ -271,7 +271,7 @@ def test_lisi_config_dag_builds_here(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
          "--directory", str(tmp_path), "-n", "--quiet", "rules", "--configfile",
-         str(REPO / "config.yaml"), str(REPO / "configs" / "lisi.yaml")],
+         str(REPO / "configs" / "lisi.yaml")],
         capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     counts = dict(line.split() for line in proc.stdout.splitlines()

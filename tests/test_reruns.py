@@ -40,15 +40,15 @@ def finished(tiny_run, tmp_path_factory):
     ({"finetune": {"n_train": [3, 4, 6]}},
      {"finetune": 4, "scratch": 1, "evaluate": 5, "aggregate": 1, "stability": 5,
       "stability_curves": 1}),
-    ({"finetune": {"seeds": [1, 2]}},
-     {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1, "stability": 10,
-      "stability_curves": 1}),
+    ({"finetune": {"seeds": [1, 2]}},  # and the new seed's n=0 points (evaluate_pretrained)
+     {"finetune": 8, "scratch": 2, "evaluate": 10, "evaluate_pretrained": 4, "aggregate": 1,
+      "stability": 10, "stability_curves": 1}),
     ({"synthetic": {"labellers": ["snap_c", "lcbop", "tersoff"]}},
-     {"label": 2, "shard": 1, "pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1,
-      "stability": 6, "stability_curves": 1}),
+     {"label": 2, "shard": 1, "pretrain": 2, "finetune": 4, "evaluate": 4,
+      "evaluate_pretrained": 2, "aggregate": 1, "stability": 6, "stability_curves": 1}),
     ({"pretrain": {"sizes": [2, 4, "all"]}},
-     {"pretrain": 2, "finetune": 4, "evaluate": 4, "aggregate": 1, "stability": 6,
-      "stability_curves": 1}),
+     {"pretrain": 2, "finetune": 4, "evaluate": 4, "evaluate_pretrained": 2, "aggregate": 1,
+      "stability": 6, "stability_curves": 1}),
     # a new fine-tuning mode: its own jobs only; finetune and scratch stay
     ({"finetune": {"modes": ["finetune", "replay"]}},
      {"replay": 8, "evaluate": 8, "aggregate": 1, "stability": 8, "stability_curves": 1}),
@@ -56,10 +56,11 @@ def finished(tiny_run, tmp_path_factory):
      {"finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1, "stability": 10,
       "stability_curves": 1}),
     ({"pretrain": {"lr": 0.002}},
-     {"pretrain": 4, "finetune": 8, "evaluate": 8, "aggregate": 1, "stability": 12,
-      "stability_curves": 1}),
+     {"pretrain": 4, "finetune": 8, "evaluate": 8, "evaluate_pretrained": 4, "aggregate": 1,
+      "stability": 12, "stability_curves": 1}),
     ({"real": {"test_fraction": 0.3}},  # new test cells: new stability starts for all
-     {"real_data": 1, "finetune": 8, "scratch": 2, "evaluate": 10, "aggregate": 1,
+     {"real_data": 1, "finetune": 8, "scratch": 2, "evaluate": 10, "evaluate_pretrained": 4,
+      "aggregate": 1,
       "stability_reference": 1, "stability": 14, "stability_curves": 1}),
     # how trainings run, not what they compute (job_settings.RUN_FIELDS): nothing reruns
     ({"model": {"compile": True}, "train": {"loader_workers": 1, "tensorboard": True}}, {}),
@@ -192,9 +193,9 @@ def test_bad_real_data_content_stops_before_any_job(tmp_path, real_like_file):
         in proc.stdout + proc.stderr
 
 
-def test_snakefile_finds_its_default_config_from_another_directory(tmp_path, real_like_file):
-    """`-s path/to/Snakefile --configfile configs/tiny.yaml` from elsewhere: config.yaml is
-    found beside the Snakefile."""
+def test_snakefile_runs_a_config_from_another_directory(tmp_path, real_like_file):
+    """`-s path/to/Snakefile --configfile configs/tiny.yaml` from elsewhere: the config
+    stands alone (the schema beside the Snakefile fills the rest)."""
     write_override(tmp_path, real_like_file)
     proc = subprocess.run([*SNAKEMAKE, "-n", "--configfile", str(REPO / "configs/tiny.yaml"),
                            str(tmp_path / "override.yaml")], cwd=tmp_path, capture_output=True,

@@ -37,9 +37,10 @@ STABILITY = {
     "protocol": {"T_initial": 300, "T_anneal": 3000, "warmup_ps": 0.2, "hold_ps": 0.3,
                  "nve_ps": 0.1, "timestep_fs": 1.0, "tdamp_fs": 100.0, "dump_every_ps": 0.05},
     "failure": {"check_every_fs": 10, "min_distance": 0.7, "max_force": 30.0,
-                "max_temperature_factor": 2.0},
+                "max_temperature_factor": 2.0, "close_pair_factor": 0.45,
+                "unphysical_factor": 2.0},
     "analysis": {"relabel_frames": 4, "coordination_cutoff": 1.85, "rdf_r_max": 4.0,
-                 "rdf_bins": 40},
+                 "rdf_bins": 40, "coordination_factor": 1.25},
 }
 CFG = StabilitySettings.from_config(STABILITY)
 TINY_MODEL = {"r_max": 4.0, "num_layers": 1, "num_features": 4, "l_max": 1, "num_basis": 4,
@@ -82,7 +83,7 @@ def test_detector_fires_on_a_pair_at_half_an_angstrom():
     crit = CFG.failure
     assert detect(atoms, np.zeros((2, 3)), -1.0, 300.0, 3000.0, crit) == \
         ("close_pair", "pair at 0.500 Å < 0.7 Å")
-    no_pair_check = FailureCriteria(10, 0.0, 30.0, 2.0)  # min_distance 0: criterion off
+    no_pair_check = FailureCriteria(10, 0.0, 30.0, 2.0, 0.45, 2.0)  # min_distance 0: off
     assert detect(atoms, np.zeros((2, 3)), -1.0, 300.0, 3000.0, no_pair_check) is None
     atoms.positions[1] = [2.5, 1, 1]
     assert detect(atoms, np.zeros((2, 3)), -1.0, 300.0, 3000.0, crit) is None
@@ -139,7 +140,7 @@ def test_teacher_survives_and_broken_model_fails_on_the_same_protocol(starts_fil
     assert "eV/Å > 30.0 eV/Å" in result.failure["detail"]
     # Without the force criterion the same model heats the cell or crushes a pair within
     # the first check intervals.
-    lax = FailureCriteria(10, 0.7, 1e12, 2.0)
+    lax = FailureCriteria(10, 0.7, 1e12, 2.0, 0.45, 2.0)
     result = run_md(broken, start, CFG.protocol, lax, 1, "b", 0)
     assert result.failure["reason"] in ("hot", "close_pair", "non_finite", "lost_atoms")
     assert 0 < result.failure["time_ps"] < 0.1
@@ -374,7 +375,7 @@ def test_teacher_starts_come_from_their_own_rule_and_a_jamming_window_is_refused
         "real": {"source": str(REPO / "data/demo/carbon-dft.extxyz")},
         "stability": {"starts": {"source": "teacher"}}}))
     proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "-p", "--configfile",
-                           str(REPO / "config.yaml"), str(REPO / "configs/tiny.yaml"),
+                           str(REPO / "configs/tiny.yaml"),
                            str(tmp_path / "override.yaml")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -384,3 +385,128 @@ def test_teacher_starts_come_from_their_own_rule_and_a_jamming_window_is_refused
                                                            "density_max": 12.0}}})
     with pytest.raises(ConfigError, match="'stability.starts.density_max': density 12.0"):
         check_stability_config(jammed)
+
+
+# ---------------------------------------------------------------- element-aware stability
+
+def test_thresholds_left_auto_come_from_the_elements_not_carbon():
+    """The schema's defaults (auto) give a silicon study Si-Si thresholds from covalent
+    radii (close pair 1.00 Å, coordination 2.78 Å), carbon its own (0.68, 1.90), and a
+    binary one per pair; a number applies to every pair."""
+    from defaults import MINIMAL
+
+    from synthpre.config import complete
+
+    def resolved(elements):
+        config = complete({**MINIMAL, "elements": elements})
+        return StabilitySettings.from_config(config["stability"], elements)
+
+    si = resolved(["Si"])
+    assert si.failure.min_distance == {"Si-Si": 1.0}
+    assert si.analysis.coordination_cutoff == {"Si-Si": 2.78}
+    c = resolved(["C"])
+    assert c.failure.min_distance == {"C-C": 0.68} and c.analysis.coordination_cutoff == {"C-C": 1.9}
+    assert resolved(["Si", "Li"]).failure.min_distance == {"Li-Li": 1.15, "Li-Si": 1.08,
+                                                           "Si-Si": 1.0}
+    assert StabilitySettings.from_config(STABILITY, ["Si"]).failure.min_distance == {"Si-Si": 0.7}
+    with pytest.raises(ValueError, match="'stability.failure.min_distance' must be 'auto' or"):
+        StabilitySettings.from_config({**STABILITY, "failure": {**STABILITY["failure"],
+                                                                "min_distance": "near"}})
+
+
+def test_close_pairs_are_judged_per_element_pair():
+    si = StabilitySettings.from_config(STABILITY | {"failure": {**STABILITY["failure"],
+                                                                "min_distance": "auto"}},
+                                       ["Si"]).failure
+    dimer = Atoms("Si2", positions=[[1, 1, 1], [1.9, 1, 1]], cell=[8, 8, 8], pbc=True)
+    assert detect(dimer, np.zeros((2, 3)), -1.0, 300.0, 1200.0, si) == \
+        ("close_pair", "Si-Si pair at 0.900 Å < 1.0 Å")  # carbon's 0.7 would let it pass
+    dimer.positions[1] = [2.3, 1, 1]
+    assert detect(dimer, np.zeros((2, 3)), -1.0, 300.0, 1200.0, si) is None
+
+
+def test_coordination_is_counted_per_element_pair_and_named_sp_only_for_carbon():
+    from synthpre.structure_analysis import (coordination_by_pair, coordination_fractions,
+                                             pair_thresholds)
+
+    silicon = bulk("Si", "diamond", a=5.43, cubic=True)
+    cut = pair_thresholds(["Si"], "auto", 1.25)
+    assert coordination_fractions([silicon], cut) == {"Si:4": 1.0}
+    assert coordination_by_pair([silicon], cut) == {"Si-Si": 4.0}
+    sic = bulk("SiC", "zincblende", a=4.36, cubic=True)
+    cut = pair_thresholds(["C", "Si"], "auto", 1.25)
+    assert coordination_by_pair([sic], cut) == {"C-C": 0.0, "C-Si": 4.0, "Si-C": 4.0,
+                                                "Si-Si": 0.0}
+    assert coordination_fractions([sic], cut) == {"C:4": 1.0, "Si:4": 1.0}
+    diamond = bulk("C", "diamond", a=3.567)
+    assert coordination_fractions([diamond], pair_thresholds(["C"], "auto", 1.25))["sp3"] == 1.0
+
+
+def test_start_cells_too_small_for_a_temperature_are_warned_before_any_job(tmp_path):
+    """8-atom cells fluctuate by 29 % in temperature: the hot limit (2 x target) is 3.5
+    standard deviations away and fails correct potentials by chance; 16 atoms pass."""
+    from defaults import MINIMAL
+
+    from synthpre.config import complete
+    from synthpre.config_check import config_warnings
+    from synthpre.stability_md import small_cell_problem
+
+    assert "use cells of at least 11 atoms" in small_cell_problem(8, 2.0)
+    assert small_cell_problem(16, 2.0) is None and small_cell_problem(8, 3.0) is None
+    small = tmp_path / "small.extxyz"
+    write_frames(small, [bulk("C", "diamond", a=3.567, cubic=True)])  # 8 atoms, 3.5 g/cm^3
+    config = complete({**MINIMAL, "real": {"source": str(small)},
+                       "stability": {"starts": {"source": str(small), "density_min": 3.0,
+                                                "density_max": 4.0}}})
+    (warning,) = [w for w in config_warnings(config) if "stability" in w]
+    assert "start cells of 8 atoms" in warning and "3.5 standard deviations" in warning
+    big = complete({**config, "stability": {"starts": {"source": "teacher"}}})  # 64 atoms
+    assert not [w for w in config_warnings(big) if "stability" in w]
+
+
+def test_a_survivor_far_from_its_teacher_is_unphysical_in_the_json_and_the_csv(starts_file,
+                                                                                tmp_path):
+    """A random model that cannot fail (the detector is off) survives, but its forces are
+    far from the teacher's: with the teacher agreeing exactly with the 'real' test labels
+    (gap 0) and a claimed test error of 0.01 eV/Å it is unphysical; a lax factor keeps it."""
+    from synthpre.lammps_system import single_point
+    from synthpre.shard_files import write_shard
+
+    lcbop = get_teacher("lcbop")
+    records = []
+    for atoms in read_frames(starts_file):
+        energy, forces = single_point(atoms, lcbop)
+        records.append({"numbers": atoms.numbers, "positions": atoms.positions,
+                        "cell": atoms.cell.array, "pbc": atoms.pbc, "energy": energy,
+                        "forces": forces})
+    write_shard(tmp_path / "test.h5", records)
+    (tmp_path / "metrics.json").write_text(json.dumps({"test_force_rmse": 0.01}))
+    off = {"min_distance": 0.0, "max_force": 1e9, "max_temperature_factor": 1e6}
+    short = {"warmup_ps": 0.02, "hold_ps": 0.05, "nve_ps": 0.02, "dump_every_ps": 0.01}
+    settings = job_settings(protocol=short, failure=off, starts={"count": 1})
+    ref = run_stability_job(settings, str(starts_file), tmp_path / "ref.json",
+                            tmp_path / "ref.extxyz", test=str(tmp_path / "test.h5"))
+    assert ref["teacher_vs_real_test"]["force_rmse"] < 1e-6
+    assert [r["outcome"] for r in ref["runs"]] == ["survived"]
+    model = str(save_tiny_model(tmp_path / "model.pt"))
+    for factor, outcome in ((2.0, "unphysical"), (1e6, "survived")):
+        lax = job_settings(protocol=short, failure={**off, "unphysical_factor": factor},
+                           starts={"count": 1})
+        out = run_stability_job(lax, str(starts_file), tmp_path / f"{factor}.json",
+                                tmp_path / f"{factor}.extxyz", model=model,
+                                reference=str(tmp_path / "ref.json"),
+                                metrics=str(tmp_path / "metrics.json"), point="scratch/n3/s1",
+                                options={"compile": False, "engine": "fix_external"})
+        (run,) = json.loads((tmp_path / f"{factor}.json").read_text())["runs"]
+        assert run["survived"] and run["outcome"] == outcome
+        assert out["unphysical_rule"]["force_rmse_threshold"] == pytest.approx(factor * 0.01,
+                                                                                rel=1e-3)
+        assert out["summary"]["n_unphysical"] == (outcome == "unphysical")
+    stability_curves([str(tmp_path / "2.0.json")], str(tmp_path / "ref.json"),
+                     str(tmp_path / "stability.csv"), [str(tmp_path / "s.png")])
+    csv = pd.read_csv(tmp_path / "stability.csv").set_index("mode")
+    assert csv.loc["scratch", "n_unphysical"] == 1 and csv.loc["scratch", "stable_fraction"] == 0
+    assert csv.loc["scratch", "survival_fraction"] == 1.0
+    assert csv.loc["scratch", "unphysical_force_threshold"] == pytest.approx(0.02, rel=1e-3)
+    assert csv.loc["teacher", "stable_fraction"] == 1.0
+    assert csv.loc["scratch", "cn_C-C"] >= 0  # coordination per element pair

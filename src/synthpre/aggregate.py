@@ -34,13 +34,17 @@ def load_metrics(paths: list[str]) -> pd.DataFrame:
                      **{k: m[k] for k in METRICS}, **{k: m[k] for k in BUDGET},
                      **{k: m.get(k) for k in FORGETTING},
                      "stop_reason": m["stop_reason"], "metrics_file": path})
-        if (m["mode"] == "scratch") != (m.get(FORGETTING[0]) is None):
+        if (m["mode"] in UNTUNED) != (m.get(FORGETTING[0]) is None):
             raise ValueError(f"{path}: a fine-tuned point needs its synthetic-validation "
                              f"errors (forgetting) and scratch has none; re-evaluate it")
     return pd.DataFrame(rows)
 
 
 FAMILY = ["mode", "labeller", "n_pretrain"]  # one curve: a model family over n
+# Rows that are not fine-tuned: scratch, and "pretrained", each pre-trained model before any
+# fine-tuning step (the n=0 row of its curves; synthpre.evaluate.before_finetuning).
+PRETRAINED = "pretrained"
+UNTUNED = ("scratch", PRETRAINED)
 
 
 MODE_NAMES = {"finetune": "fine-tuned", "replay": "replay fine-tuned",
@@ -48,6 +52,8 @@ MODE_NAMES = {"finetune": "fine-tuned", "replay": "replay fine-tuned",
 
 
 def family_name(mode: str, labeller: str, n_pretrain: int) -> str:
+    if mode == PRETRAINED:
+        return f"pre-trained, n=0 ({labeller}, {n_pretrain} synthetic)"
     return "scratch" if mode == "scratch" else \
         f"{MODE_NAMES[mode]} ({labeller}, {n_pretrain} synthetic)"
 
@@ -97,12 +103,24 @@ def add_data_efficiency(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:
+    """The learning curves on log-log axes; each pre-trained model's n=0 row (no place on a
+    log axis) is a star at half the smallest n, labelled n=0."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
+    curves = table[table["mode"] != PRETRAINED]
+    x_zero = curves["n"].min() / 2 if len(curves) else 0.5
     for ax, (metric, (label, factor)) in zip(axes, METRICS.items()):
-        for family, curve in table.groupby(FAMILY):
+        for family, curve in curves.groupby(FAMILY):
             ax.errorbar(curve["n"], curve[f"{metric}_mean"] * factor,
                         yerr=curve[f"{metric}_std"].fillna(0) * factor, marker="o",
                         capsize=3, label=family_name(*family))
+        for family, row in table[table["mode"] == PRETRAINED].groupby(FAMILY):
+            ax.errorbar([x_zero], row[f"{metric}_mean"] * factor,
+                        yerr=row[f"{metric}_std"].fillna(0) * factor, marker="*",
+                        markersize=10, ls="none", capsize=3, label=family_name(*family))
+        if (table["mode"] == PRETRAINED).any():
+            ax.axvline(x_zero * 1.4, color="0.6", lw=0.8, ls=":")
+            ax.annotate("n=0", (x_zero, 0), xycoords=("data", "axes fraction"),
+                        xytext=(0, 3), textcoords="offset points", ha="center", fontsize=7)
         ax.set(xscale="log", yscale="log", xlabel="real training structures n", ylabel=label)
         ax.grid(True, which="both", alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -123,7 +141,7 @@ def size_grid(table: pd.DataFrame, mode: str, labeller: str) -> pd.DataFrame:
 def plot_size_sweep(table: pd.DataFrame, png: Path) -> None:
     """The heat map of ``size_grid``, one panel per fine-tuning mode and labeller."""
     panels = sorted({(m, lab) for m, lab in zip(table["mode"], table["labeller"])
-                     if m != "scratch"})
+                     if m not in UNTUNED})
     grids = [size_grid(table, mode, labeller) for mode, labeller in panels]
     low = min(float(np.nanmin(g.to_numpy())) for g in grids)  # one colour scale: panels compare
     high = max(float(np.nanmax(g.to_numpy())) for g in grids)
@@ -148,7 +166,7 @@ def plot_size_sweep(table: pd.DataFrame, png: Path) -> None:
 def plot_forgetting(table: pd.DataFrame, png: Path) -> None:
     """Each fine-tuned family's errors on its labeller's synthetic validation set against n,
     with the pre-trained model it started from as a dashed line: what fine-tuning forgot."""
-    tuned = table[table["mode"] != "scratch"]
+    tuned = table[~table["mode"].isin(UNTUNED)]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.6), constrained_layout=True)
     for ax, (key, label, factor) in zip(axes, (
             ("energy_rmse_per_atom", "synthetic val energy RMSE (meV/atom)", 1000.0),
@@ -209,7 +227,8 @@ def wall_times(metrics: pd.DataFrame, md_status: list[str]) -> pd.DataFrame:
     rows = [{"job": f"md {st['traj_id']}", "wall_s": st["wall_s"]} for st in statuses]
     rows += [{"job": f"{family_name(r['mode'], r['labeller'], r['n_pretrain'])} n={r['n']} "
                      f"seed={r['seed']}",
-              "wall_s": r["train_wall_s"]} for _, r in metrics.iterrows()]
+              "wall_s": r["train_wall_s"]} for _, r in metrics.iterrows()
+             if r["mode"] != PRETRAINED]
     return pd.DataFrame(rows)
 
 

@@ -128,7 +128,8 @@ def cmd_evaluate(args) -> None:
     from .evaluate import evaluate_point
 
     metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out,
-                             args.parity, init=args.init, synthetic_manifest=args.synthetic_val)
+                             args.parity, init=args.init, synthetic_manifest=args.synthetic_val,
+                             real_dir=args.real_dir, shift_n=args.fit_shift_n)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
 
 
@@ -161,7 +162,8 @@ def cmd_stability(args) -> None:
     out = run_stability_job(_settings(args), args.starts, args.out, args.frames,
                             model=args.model, reference=args.reference, point=args.point,
                             options=_run_options(args) if args.model else None,
-                            lammps_args=omp_args(args.omp_threads))
+                            lammps_args=omp_args(args.omp_threads), metrics=args.metrics,
+                            test=args.test)
     print(json.dumps(out["summary"]))
 
 
@@ -272,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init", help="the pre-trained model a fine-tuned point started from")
     p.add_argument("--synthetic-val", help="shard manifest of that model's labeller: "
                                            "forgetting on its synthetic validation set")
+    p.add_argument("--fit-shift-n", type=int, default=0,
+                   help="a pretrained/.../n0 point: fit the energy shift to the seed's first N "
+                        "training structures first, as fine-tuning at n=N starts (0: none)")
+    p.add_argument("--real-dir", help="real data folder (pool.h5), for --fit-shift-n")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("aggregate", help="learning-curve table and plot")
@@ -300,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--starts", required=True, help="real test set (.h5) or extxyz of start cells")
     p.add_argument("--model", help="model.pt to test; without it the teacher runs (reference)")
     p.add_argument("--reference", help="the teacher's stability.json (with --model)")
+    p.add_argument("--metrics", help="the model's metrics.json (with --model): its test force "
+                                     "RMSE, for the unphysical rule")
+    p.add_argument("--test", help="the real test set (.h5; without --model): the teacher's "
+                                  "force error on it, for the unphysical rule")
     p.add_argument("--point", help="e.g. scratch/n25/s1 or pretrain/snap_c (recorded)")
     p.add_argument("--out", required=True, help="stability.json")
     p.add_argument("--frames", required=True, help="extxyz of the dumped frames")
@@ -327,8 +337,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Signals a job can still report before it dies (SIGKILL, exit 137, cannot be caught: the OOM
+# killer, or SLURM after its grace period; then Snakemake's own log shows the exit status).
+REPORTED_SIGNALS = ("SIGTERM", "SIGINT", "SIGHUP", "SIGXCPU")
+
+
+def log_kill_signals(command: str) -> None:
+    """Say in the job's log that it was killed from outside, by which signal and after how
+    long, then die of that signal as before (exit status 128 + n for Snakemake), instead of
+    ending with an empty or half-written log. A stage that handles a signal itself (training
+    checkpoints on SIGTERM, synthpre.preemption) installs its own handler after this one."""
+    import signal
+    import time
+
+    started = time.monotonic()
+
+    def report(signum, frame):
+        print(f"synthpre {command}: killed by signal {signal.Signals(signum).name} after "
+              f"{time.monotonic() - started:.0f} s (from outside the job: a scheduler's time "
+              f"limit, scancel, a Ctrl-C); its outputs are not written", file=sys.stderr,
+              flush=True)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    for name in REPORTED_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), report)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    log_kill_signals(args.command)
     # Under torchrun or srun every rank logs into the same rule log: say which rank speaks.
     env = os.environ
     world = int(env.get("WORLD_SIZE") or env.get("SLURM_STEP_NUM_TASKS") or 1)

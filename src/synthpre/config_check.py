@@ -81,7 +81,48 @@ def check_config(config: dict, read_data: bool = True) -> list[str]:
         raise ConfigError(f"config field 'real.source': file {path} not found")
     if read_data and not source.startswith((FETCH_PREFIX, DFT_PREFIX)):
         check_real_data(config)
+    if read_data and source.startswith(DFT_PREFIX):
+        check_dft_structures(config)
     return machine
+
+
+def check_dft_structures(config: dict) -> None:
+    """Count a ``dft:`` structures file as ``ingest`` will split it once labelled, so a
+    ``finetune.n_train`` larger than the training pool stops the run before any DFT job."""
+    from .real_data import split_sizes_of_structures
+
+    path = config["real"]["source"].removeprefix(DFT_PREFIX)
+    real = {k: v for k, v in config["real"].items() if k != "source"}
+    try:
+        n_test, n_val, n_pool = split_sizes_of_structures(path, **real)
+        check_sizes(n_pool, config["finetune"]["n_train"])
+    except ValueError as err:
+        message = str(err)
+        if message.startswith("config field"):
+            raise ConfigError(f"{message} (real.source {config['real']['source']}: "
+                              f"{n_test} test, {n_val} validation structures)") from None
+        raise ConfigError(f"config field 'real.source': {message}") from None
+
+
+def real_data_warnings(config: dict) -> list[str]:
+    """Settings that run but mislead: a validation set too small to choose an epoch.
+    Counted from the file where it is on disk (a labelled file or a ``dft:`` structures
+    file); a fetched data set is counted by its real_data job."""
+    from .real_data import MIN_VAL_WARN, split_sizes_of_structures
+
+    source = config["real"]["source"]
+    if source.startswith(FETCH_PREFIX) or not os.path.exists(source.removeprefix(DFT_PREFIX)):
+        return []
+    real = {k: v for k, v in config["real"].items() if k != "source"}
+    try:
+        _, n_val, _ = split_sizes_of_structures(source.removeprefix(DFT_PREFIX), **real)
+    except (ValueError, FileNotFoundError):
+        return []  # check_config names the problem
+    if n_val >= MIN_VAL_WARN:
+        return []
+    return [f"config field 'real.val_fraction': {n_val} validation structure(s) "
+            f"(fewer than {MIN_VAL_WARN}) choose every fine-tune's best epoch and early stop; "
+            f"raise real.val_fraction, or add structures"]
 
 
 def check_freeze_layers(config: dict) -> None:
@@ -109,3 +150,43 @@ def check_real_data(config: dict) -> None:
         message = str(err)
         raise ConfigError(message if message.startswith("config field") else
                           f"config field 'real.source': {message}") from None
+
+
+def config_warnings(config: dict) -> list[str]:
+    """Everything that runs but would mislead a reader of the results, printed when the
+    Snakefile is parsed (real data, stability start cells)."""
+    return real_data_warnings(config) + stability_start_warnings(config)
+
+
+def stability_start_warnings(config: dict) -> list[str]:
+    """Start cells too small for a meaningful temperature (stability_md.small_cell_problem),
+    where their size is known before any job: the teacher's quench size, a start file, or
+    the real test cells of a file on disk (labelled, or a dft: structures file)."""
+    from .real_data import split_structures
+    from .stability_md import (StabilitySettings, read_start_source, select_starts,
+                               small_cell_problem)
+
+    section = config["stability"]
+    factor = section["failure"]["max_temperature_factor"]
+    source = section["starts"]["source"]
+    try:
+        selection = StabilitySettings.from_config(section).starts
+        if source == "teacher":
+            sizes = [section["starts"]["quench"]["n_atoms"]]
+        else:
+            if source == "test":
+                real = config["real"]["source"]
+                if real.startswith(FETCH_PREFIX):
+                    return []
+                kept, (test, _, _) = split_structures(
+                    real.removeprefix(DFT_PREFIX),
+                    **{k: v for k, v in config["real"].items() if k != "source"})
+                cells = [kept[i] for i in test]
+            else:
+                cells = read_start_source(source)
+            sizes = [len(a) for a in select_starts(cells, selection, config["elements"],
+                                                   source)]
+    except (ValueError, FileNotFoundError, KeyError):
+        return []  # check_config and check_stability_config name these problems
+    problems = sorted({p for n in sizes if (p := small_cell_problem(n, factor))})
+    return [f"config field 'stability.starts': {p}" for p in problems]

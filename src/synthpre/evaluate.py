@@ -15,18 +15,36 @@ from .shard_files import read_shard
 from .train import FINETUNE_MODES
 from .trainer import evaluate_metrics, predict
 
-POINT = re.compile(rf"(?P<mode>scratch|{'|'.join(FINETUNE_MODES)})(/(?P<labeller>[^/]+)(/k\d+)?)?"
-                   r"/n(?P<n>\d+)/s(?P<seed>\d+)")
+# "pretrained": a pre-trained model before any fine-tuning step, the n=0 point of its curves.
+POINT = re.compile(rf"(?P<mode>scratch|pretrained|{'|'.join(FINETUNE_MODES)})"
+                   r"(/(?P<labeller>[^/]+)(/k\d+)?)?/n(?P<n>\d+)/s(?P<seed>\d+)")
 
 
 def parse_point(point: str) -> dict:
     match = POINT.fullmatch(point)
-    if match is None or (match["mode"] == "scratch") != (match["labeller"] is None):
-        raise ValueError(f"--point '{point}' is not 'scratch/n<N>/s<seed>' or "
+    if (match is None or (match["mode"] == "scratch") != (match["labeller"] is None)
+            or (match["mode"] == "pretrained") != (int(match["n"]) == 0)):
+        raise ValueError(f"--point '{point}' is not 'scratch/n<N>/s<seed>', "
                          f"'<mode>/<labeller>[/k<size>]/n<N>/s<seed>' with a mode of "
-                         f"{', '.join(FINETUNE_MODES)}")
+                         f"{', '.join(FINETUNE_MODES)} and N > 0, or "
+                         f"'pretrained/<labeller>[/k<size>]/n0/s<seed>'")
     return {"mode": match["mode"], "labeller": match["labeller"] or "none",
             "n": int(match["n"]), "seed": int(match["seed"])}
+
+
+def before_finetuning(model, real_dir: str | None, shift_n: int, seed: int) -> dict:
+    """The n=0 point: the pre-trained model as fine-tuning starts it, before any gradient
+    step. With finetune.fit_shift (``shift_n`` > 0) its per-species energy shift is fitted to
+    the seed's smallest training subset, exactly as fine-tuning at that n begins; forces do
+    not depend on the shift. Returns the shift change (empty when none was fitted)."""
+    if shift_n <= 0:
+        return {}
+    if real_dir is None:
+        raise ValueError("--fit-shift-n needs --real-dir (the real data folder with pool.h5)")
+    from .real_data import training_subset
+    from .train import fit_shift
+
+    return fit_shift(model, training_subset(real_dir, shift_n, seed))
 
 
 # What every trained model records of its budget (synthpre.trainer's summary).
@@ -69,18 +87,28 @@ def forgetting(model_path: str, init_path: str, manifest: str) -> dict:
 
 def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, out: str,
                    parity_out: str, init: str | None = None,
-                   synthetic_manifest: str | None = None) -> dict:
+                   synthetic_manifest: str | None = None, real_dir: str | None = None,
+                   shift_n: int = 0) -> dict:
     """Errors of one point; a fine-tuned point (``init`` and ``synthetic_manifest`` given,
-    and only then) also gets its forgetting."""
+    and only then) also gets its forgetting. A ``pretrained/.../n0/s<seed>`` point is the
+    pre-trained model before fine-tuning (``before_finetuning``): no training budget."""
     info = parse_point(point)
-    if (info["mode"] == "scratch") != (init is None or synthetic_manifest is None):
+    if (info["mode"] in ("scratch", "pretrained")) != (init is None or synthetic_manifest is None):
         raise ValueError(f"--point {point}: --init and --synthetic-val are needed for a "
                          f"fine-tuned point and only for one")
+    if shift_n and info["mode"] != "pretrained":
+        raise ValueError(f"--point {point}: --fit-shift-n is for a pretrained/.../n0 point")
     model, meta = load_model(model_path)
     missing = [k for k in TRAINING_RECORD if k not in meta]
     if missing:
         raise ValueError(f"{model_path}: the model file has no training record {missing} "
                          f"(written by `synthpre train` of an older version?); retrain it")
+    if info["mode"] == "pretrained":
+        shift_change = before_finetuning(model, real_dir, shift_n, info["seed"])
+        # no fine-tuning happened: its budget is zero (the pre-training's is in its model file)
+        meta = {**meta, "epochs": 0, "steps": 0, "best_epoch": 0, "wall_time_s": 0.0,
+                "stop_reason": "not fine-tuned", "shift_change": shift_change,
+                "shift_fitted_on_n": shift_n}
     test_records = read_shard(test_path)
     test_preds = predict(model, test_records)
     test = evaluate_metrics(model, test_records, preds=test_preds)
@@ -92,6 +120,8 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
         **{k: meta[k] for k in TRAINING_RECORD if k != "wall_time_s"},
         "train_wall_s": meta["wall_time_s"],
         "model": model_path,
+        **({"shift_fitted_on_n": meta["shift_fitted_on_n"]} if info["mode"] == "pretrained"
+           else {}),
         **(forgetting(model_path, init, synthetic_manifest) if init else {}),
     }
     write_parity(parity_out, test_records, test_preds)

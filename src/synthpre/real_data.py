@@ -73,9 +73,21 @@ def load_real(paths: list[str], elements: list[str], energy_key: str, forces_key
     return records, is_test, {s: float(v) for s, v in e0.items()}
 
 
-def make_splits(n_total: int, is_test, test_fraction: float, seed: int):
-    """Fixed test/validation indices and the training pool. Validation = min(10 %, 100) of
-    the non-test structures, as in the paper."""
+# Fewer validation structures than this choose every fine-tune's best epoch (and early stop)
+# on the noise of a handful of cells: the config check warns (real.val_fraction, val_max).
+MIN_VAL_WARN = 5
+
+
+def val_count(n_rest: int, val_fraction: float, val_max: int) -> int:
+    """Validation structures out of the ``n_rest`` non-test ones: ``val_fraction`` of them,
+    at most ``val_max``, at least one (the paper's min(10 %, 100) with the schema's values)."""
+    return max(1, min(val_max, round(val_fraction * n_rest)))
+
+
+def make_splits(n_total: int, is_test, test_fraction: float, seed: int,
+                val_fraction: float = 0.1, val_max: int = 100):
+    """Fixed test/validation indices and the training pool. Validation = ``val_fraction`` of
+    the non-test structures, at most ``val_max`` (real.val_fraction, real.val_max)."""
     rng = np.random.default_rng(seed)
     if is_test is None:
         order = rng.permutation(n_total)
@@ -83,8 +95,32 @@ def make_splits(n_total: int, is_test, test_fraction: float, seed: int):
         test, rest = np.sort(order[:n_test]), order[n_test:]
     else:
         test, rest = np.flatnonzero(is_test), rng.permutation(np.flatnonzero(~is_test))
-    n_val = max(1, min(100, round(0.1 * len(rest))))
+    n_val = val_count(len(rest), val_fraction, val_max)
     return test, np.sort(rest[:n_val]), np.sort(rest[n_val:])
+
+
+def split_structures(path: str, config_type_key="config_type", split_key="split",
+                     exclude_config_types=(), test_fraction=0.2, split_seed=0,
+                     val_fraction=0.1, val_max=100, **_labels):
+    """The structures ``ingest`` keeps of ``path`` and its (test, val, pool) indices, read
+    without their labels (a ``dft:`` structures file before labelling splits the same way),
+    so sizes and test cells are known before any job."""
+    kept = [a for a in read_frames(path)
+            if str(a.info.get(config_type_key, "")) not in set(exclude_config_types)]
+    if not kept:
+        raise ValueError(f"{path}: no structures (after real.exclude_config_types)")
+    is_test = None
+    if split_key and split_key in kept[0].info:
+        is_test = np.array([str(a.info.get(split_key, "")).lower() == "test" for a in kept])
+    return kept, make_splits(len(kept), is_test, test_fraction, split_seed, val_fraction,
+                             val_max)
+
+
+def split_sizes_of_structures(path: str, **real) -> tuple[int, int, int]:
+    """(test, val, pool) sizes ``ingest`` will give ``path`` (``split_structures``), so a pool
+    too small for ``finetune.n_train`` stops the run before any DFT job."""
+    _, (test, val, pool) = split_structures(path, **real)
+    return len(test), len(val), len(pool)
 
 
 def subset_order(pool_size: int, seed: int) -> np.ndarray:
@@ -103,11 +139,13 @@ def check_sizes(pool_size: int, sizes: list[int]) -> None:
 
 def read_real(paths: list[str], elements: list[str], energy_key="energy", forces_key="forces",
               config_type_key="config_type", split_key="split", e0="file",
-              exclude_config_types=(), test_fraction=0.2, split_seed=0):
+              exclude_config_types=(), test_fraction=0.2, split_seed=0, val_fraction=0.1,
+              val_max=100):
     """Records, (test, val, pool) indices and e0 of a real data set, as ``ingest`` splits it."""
     records, is_test, e0 = load_real(paths, elements, energy_key, forces_key, config_type_key,
                                      split_key, e0, list(exclude_config_types))
-    return records, make_splits(len(records), is_test, test_fraction, split_seed), e0
+    return records, make_splits(len(records), is_test, test_fraction, split_seed,
+                                val_fraction, val_max), e0
 
 
 def ingest(path: str | list[str], out_dir: str, elements: list[str], **real) -> dict:

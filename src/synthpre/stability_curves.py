@@ -36,10 +36,20 @@ def parse_point(point: str) -> dict:
 
 
 def row(result: dict, ident: dict) -> dict:
+    """One model's line: survival, the unphysical outcome (stable = survived and not
+    unphysical), relabel errors, coordination (sp/sp2/sp3 for carbon; mean neighbours per
+    element pair, ``cn_<A>-<B>``, for any chemistry), RDF distance and drift."""
     s = result["summary"]
     relabel = s.get("relabel") or {}
     coord, teacher = s["coordination"] or {}, s["teacher_coordination"] or {}
+    rule = result.get("unphysical_rule") or {}
+    gap = result.get("teacher_vs_real_test") or {}
     return {**ident, "n_runs": s["n_runs"], "survival_fraction": s["survival_fraction"],
+            "n_unphysical": s.get("n_unphysical"), "stable_fraction": s.get("stable_fraction"),
+            "unphysical_force_threshold": rule.get("force_rmse_threshold"),
+            "model_test_force_rmse": rule.get("model_test_force_rmse"),
+            "teacher_vs_real_force_rmse": rule.get("teacher_vs_real_force_rmse",
+                                                   gap.get("force_rmse")),
             "mean_time_survived_ps": s["mean_time_survived_ps"],
             "mean_time_to_failure_ps": s["mean_time_to_failure_ps"],
             "protocol_ps": s["protocol_ps"],
@@ -48,6 +58,9 @@ def row(result: dict, ident: dict) -> dict:
             "relabel_energy_rmse_per_atom_centered": relabel.get("energy_rmse_per_atom_centered"),
             **{f"{k}_fraction": coord.get(k) for k in ("sp", "sp2", "sp3")},
             **{f"teacher_{k}_fraction": teacher.get(k) for k in ("sp", "sp2", "sp3")},
+            **{f"cn_{k}": v for k, v in (s.get("coordination_by_pair") or {}).items()},
+            **{f"teacher_cn_{k}": v
+               for k, v in (s.get("teacher_coordination_by_pair") or {}).items()},
             "rdf_distance": s["rdf_distance"],
             "nve_abs_drift_meV_per_atom_ps": s["nve_abs_drift_meV_per_atom_ps"]}
 

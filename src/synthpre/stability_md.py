@@ -27,7 +27,8 @@ from ase import Atoms
 
 from .cells import density_of
 from .lammps_system import LammpsSystem, single_point
-from .structure_analysis import coordination_fractions, min_pair_distance, rdf
+from .structure_analysis import (closest_violation, coordination_by_pair,
+                                 coordination_fractions, pair_thresholds, rdf)
 from .teachers import Teacher
 
 REASONS = ("model_error", "non_finite", "lost_atoms", "close_pair", "large_force", "hot",
@@ -82,17 +83,20 @@ class StabilityProtocol:
 @dataclass(frozen=True)
 class FailureCriteria:
     check_every_fs: float
-    min_distance: float
+    min_distance: float | str | dict  # Å; "auto" or, resolved, one per element pair
     max_force: float
     max_temperature_factor: float
+    close_pair_factor: float          # min_distance "auto": x sum of covalent radii
+    unphysical_factor: float          # see classify_unphysical
 
 
 @dataclass(frozen=True)
 class Analysis:
     relabel_frames: int
-    coordination_cutoff: float
+    coordination_cutoff: float | str | dict  # Å; "auto" or, resolved, one per element pair
     rdf_r_max: float
     rdf_bins: int
+    coordination_factor: float               # coordination_cutoff "auto": x covalent radii
 
 
 @dataclass(frozen=True)
@@ -112,8 +116,11 @@ class StabilitySettings:
     analysis: Analysis
 
     @classmethod
-    def from_config(cls, cfg: dict) -> "StabilitySettings":
-        """Strictly parse the ``stability`` config section (see the module docstring)."""
+    def from_config(cls, cfg: dict, elements: list[str] | None = None) -> "StabilitySettings":
+        """Strictly parse the ``stability`` config section (see the module docstring). With
+        ``elements``, the distance thresholds become one per element pair: ``auto`` ones
+        derived from covalent radii (``structure_analysis.pair_thresholds``), numbers the
+        same for every pair."""
         # engine: how a model runs, a run option (job_settings.stability_run_options)
         top = _build(_Raw, {k: v for k, v in cfg.items() if k != "engine"}, "stability")
         if not top.velocity_seeds:
@@ -128,15 +135,34 @@ class StabilitySettings:
                           positive=("T_initial", "T_anneal", "hold_ps", "timestep_fs",
                                     "tdamp_fs", "dump_every_ps"),
                           non_negative=("warmup_ps", "nve_ps"))
+        _check_auto(top.failure, "stability.failure", "min_distance", minimum_ok=True)
+        _check_auto(top.analysis, "stability.analysis", "coordination_cutoff")
         failure = _build(FailureCriteria, top.failure, "stability.failure",
-                         positive=("check_every_fs", "max_force"),
-                         non_negative=("min_distance",))
+                         positive=("check_every_fs", "max_force", "close_pair_factor",
+                                   "unphysical_factor"))
         if not failure.max_temperature_factor > 1:
             raise ValueError("config field 'stability.failure.max_temperature_factor' must be > 1")
         analysis = _build(Analysis, top.analysis, "stability.analysis",
-                          positive=("coordination_cutoff", "rdf_r_max", "rdf_bins"),
+                          positive=("rdf_r_max", "rdf_bins", "coordination_factor"),
                           non_negative=("relabel_frames",))
+        if elements is not None:
+            failure = dataclasses.replace(failure, min_distance=pair_thresholds(
+                elements, failure.min_distance, failure.close_pair_factor))
+            analysis = dataclasses.replace(analysis, coordination_cutoff=pair_thresholds(
+                elements, analysis.coordination_cutoff, analysis.coordination_factor))
         return cls(starts, [int(s) for s in top.velocity_seeds], protocol, failure, analysis)
+
+
+def _check_auto(section, where: str, key: str, minimum_ok: bool = False) -> None:
+    """A distance threshold: "auto" (from the elements) or a number > 0 (>= 0 where 0 turns
+    the criterion off)."""
+    value = section.get(key) if isinstance(section, dict) else None
+    if value == "auto" or value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not (value >= 0 if minimum_ok else value > 0):
+        raise ValueError(f"config field '{where}.{key}' must be 'auto' or a number "
+                         f"{'>=' if minimum_ok else '>'} 0 (got {value!r})")
 
 
 @dataclass(frozen=True)
@@ -207,9 +233,17 @@ def detect(atoms: Atoms | None, forces: np.ndarray | None, energy: float, temper
         return "lost_atoms", f"{lost} atoms lost"
     if not (np.isfinite(forces).all() and np.isfinite(atoms.positions).all()):
         return "non_finite", "non-finite forces or positions"
-    closest = min_pair_distance(atoms, crit.min_distance) if crit.min_distance > 0 else None
+    limits = crit.min_distance
+    if isinstance(limits, str):
+        raise ValueError("stability.failure.min_distance 'auto' is not resolved: parse the "
+                         "settings with the elements (StabilitySettings.from_config)")
+    if isinstance(limits, dict):
+        limits = {pair: v for pair, v in limits.items() if v > 0}
+    closest = closest_violation(atoms, limits) if limits else None
     if closest is not None:
-        return "close_pair", f"pair at {closest:.3f} Å < {crit.min_distance} Å"
+        d, pair, limit = closest
+        name = f"{pair} pair" if isinstance(crit.min_distance, dict) else "pair"
+        return "close_pair", f"{name} at {d:.3f} Å < {limit} Å"
     fmax = float(np.abs(forces).max()) if len(forces) else 0.0
     if fmax > crit.max_force:
         return "large_force", f"force component {fmax:.3g} eV/Å > {crit.max_force} eV/Å"
@@ -317,8 +351,9 @@ def structure(frames: list[Atoms], analysis: Analysis) -> dict:
     """Coordination fractions and g(r) over the hold-stage frames."""
     hold = [f for f in frames if f.info["stage"] == "hold"]
     if not hold:
-        return {"coordination": None, "rdf": None}
+        return {"coordination": None, "coordination_by_pair": None, "rdf": None}
     return {"coordination": coordination_fractions(hold, analysis.coordination_cutoff),
+            "coordination_by_pair": coordination_by_pair(hold, analysis.coordination_cutoff),
             "rdf": rdf(hold, analysis.rdf_r_max, analysis.rdf_bins)[1].tolist()}
 
 
@@ -378,14 +413,81 @@ def summarise(runs: list[dict], protocol: StabilityProtocol) -> dict:
             "nve_abs_drift_meV_per_atom_ps": mean("nve_drift_meV_per_atom_ps", abs),
             "coordination": _mean_fractions([r["coordination"] for r in runs]),
             "teacher_coordination": _mean_fractions([r.get("teacher_coordination")
-                                                     for r in runs])}
+                                                     for r in runs]),
+            "coordination_by_pair": _mean_fractions([r.get("coordination_by_pair")
+                                                     for r in runs]),
+            "teacher_coordination_by_pair": _mean_fractions(
+                [r.get("teacher_coordination_by_pair") for r in runs]),
+            **_outcomes(runs)}
+
+
+def _outcomes(runs: list[dict]) -> dict:
+    """Counts of the three outcomes (classify_unphysical): stable runs are the survivors
+    that are not unphysical."""
+    unphysical = sum(r.get("outcome") == "unphysical" for r in runs)
+    stable = sum(r.get("outcome", "survived" if r["survived"] else "failed") == "survived"
+                 for r in runs)
+    return {"n_unphysical": unphysical, "n_stable": stable,
+            "stable_fraction": stable / len(runs) if runs else None}
 
 
 def _mean_fractions(items: list[dict | None]) -> dict | None:
+    """Means over runs; a key missing from a run counts 0 there (a coordination it never
+    showed)."""
     items = [c for c in items if c]
     if not items:
         return None
-    return {k: float(np.mean([c[k] for c in items])) for k in items[0]}
+    keys = sorted({k for c in items for k in c})
+    return {k: float(np.mean([c.get(k, 0.0) for c in items])) for k in keys}
+
+
+# ---------------------------------------------------------------- outcomes and cell size
+
+# A survivor whose teacher-relabel force RMSE exceeds this many times the error one expects of
+# it (its own test force RMSE plus the teacher-vs-DFT gap) is "unphysical": it stayed in one
+# piece on a surface far from both the data and the teacher (docs/stability.md).
+def unphysical_threshold(factor: float, model_test_force_rmse: float,
+                         teacher_vs_real_force_rmse: float) -> float:
+    """factor x (model's test force RMSE + teacher-vs-DFT force RMSE on the same test set):
+    a model that is e away from DFT, when DFT is g away from the teacher, can be e + g away
+    from the teacher on data-like structures (triangle inequality)."""
+    return factor * (model_test_force_rmse + teacher_vs_real_force_rmse)
+
+
+def classify(record: dict, threshold: float | None) -> str:
+    """The run's outcome: "failed" (the detector stopped it), "unphysical" (it survived but
+    its teacher-relabel force RMSE is above ``threshold``) or "survived"."""
+    if not record["survived"]:
+        return "failed"
+    force = (record.get("relabel") or {}).get("force_rmse")
+    if threshold is not None and force is not None and force > threshold:
+        return "unphysical"
+    return "survived"
+
+
+# Relative standard deviation of the kinetic temperature of N atoms in the canonical
+# ensemble, sqrt(2 / 3N): 29 % for 8 atoms, 10 % for 64. A "hot" threshold fewer than
+# MIN_HOT_SIGMAS of those above the target fails a correct potential by chance.
+MIN_HOT_SIGMAS = 4.0
+
+
+def temperature_sigma(natoms: int) -> float:
+    return math.sqrt(2.0 / (3.0 * natoms))
+
+
+def small_cell_problem(natoms: int, max_temperature_factor: float) -> str | None:
+    """The rule for too-small start cells: a warning when the hot threshold
+    (max_temperature_factor - 1 above the target) is fewer than MIN_HOT_SIGMAS canonical
+    temperature fluctuations sqrt(2/3N) away; then survival measures the cell size."""
+    sigmas = (max_temperature_factor - 1.0) / temperature_sigma(natoms)
+    if sigmas >= MIN_HOT_SIGMAS:
+        return None
+    need = math.ceil(2.0 * MIN_HOT_SIGMAS ** 2 / (3.0 * (max_temperature_factor - 1.0) ** 2))
+    return (f"start cells of {natoms} atoms: their temperature fluctuates by "
+            f"{100 * temperature_sigma(natoms):.0f} % (sqrt(2/3N)), so the 'hot' limit "
+            f"(stability.failure.max_temperature_factor {max_temperature_factor:g}) is only "
+            f"{sigmas:.1f} standard deviations above the target and fails correct potentials "
+            f"by chance; use cells of at least {need} atoms (or a larger factor)")
 
 
 

@@ -4,13 +4,15 @@ import os
 import shlex
 
 from synthpre import job_settings
-from synthpre.config_check import ConfigError, check_config, md_jobs
+from synthpre.config_check import ConfigError, check_config, config_warnings, md_jobs
 from synthpre.teachers import get_teacher
 
 MACHINE_PROBLEMS = check_config(config, read_data=workflow.is_main_process)
 if workflow.is_main_process:
     for problem in MACHINE_PROBLEMS:
         print(f"WARNING (a dry run goes on; a real run stops here): {problem}", file=sys.stderr)
+    for problem in config_warnings(config):  # runs, but misleads: said, not refused
+        print(f"WARNING: {problem}", file=sys.stderr)
 
 
 onstart:
@@ -61,6 +63,28 @@ def curve_points():
     points += [f"{mode}/{pre}/n{n}/s{s}" for mode in FT["modes"]
                for pre in pretrained_families() for n in FT["n_train"] for s in FT["seeds"]]
     return points
+
+
+def pretrained_points():
+    """The n=0 point of every pre-trained model, per seed: the model as fine-tuning starts it
+    (rule evaluate_pretrained; with finetune.fit_shift, the shift fitted to the seed's
+    smallest subset, which is why it is per seed)."""
+    return [f"pretrained/{pre}/n0/s{s}" for pre in pretrained_families() for s in FT["seeds"]]
+
+
+def shift_fit_args(wildcards):
+    """--fit-shift-n <smallest n> when fine-tuning fits the energy shift, else nothing."""
+    return f"--fit-shift-n {min(FT['n_train'])}" if FT["fit_shift"] else ""
+
+
+def stability_metrics(w):
+    """The test errors a stability job reads for its unphysical check. A learning-curve
+    point's own metrics.json; a pre-trained model's n=0 point of the first seed (its forces,
+    all the check uses, do not depend on the seed's energy shift)."""
+    if w.model_dir.startswith("pretrain/"):
+        pre = w.model_dir.removeprefix("pretrain/")
+        return f"{RESULTS}/pretrained/{pre}/n0/s{FT['seeds'][0]}/metrics.json"
+    return f"{RESULTS}/{w.model_dir}/metrics.json"
 
 
 def mpi_prefix(resources, potential):

@@ -18,6 +18,8 @@ rule evaluate:
         forgetting=forgetting_args,
     log:
         f"{RESULTS}/logs/evaluate/{{point}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{point}}.tsv",
     conda:
         "../../envs/core.yaml"
     shell:
@@ -26,10 +28,39 @@ rule evaluate:
         "--parity {output.parity:q} > {log:q} 2>&1"
 
 
+rule evaluate_pretrained:
+    input:
+        model=f"{RESULTS}/pretrain/{{pre}}/model.pt",
+        test=f"{RESULTS}/real/test.h5",
+        val=f"{RESULTS}/real/val.h5",
+        pool=f"{RESULTS}/real/pool.h5",
+    output:
+        metrics=f"{RESULTS}/pretrained/{{pre}}/n0/s{{seed}}/metrics.json",
+        parity=f"{RESULTS}/pretrained/{{pre}}/n0/s{{seed}}/parity.npz",
+    wildcard_constraints:
+        seed=r"[0-9]+",
+    params:
+        shift=shift_fit_args,
+        real_dir=folder_of("pool"),
+    log:
+        f"{RESULTS}/logs/evaluate/pretrained/{{pre}}/n0/s{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/pretrained/{{pre}}/n0/s{{seed}}.tsv",
+    conda:
+        "../../envs/core.yaml"
+    shell:
+        "synthpre evaluate --model {input.model:q} --test {input.test:q} --val {input.val:q} "
+        "--point pretrained/{wildcards.pre}/n0/s{wildcards.seed} {params.shift} "
+        "--real-dir {params.real_dir:q} --out {output.metrics:q} --parity {output.parity:q} "
+        "> {log:q} 2>&1"
+
+
 rule aggregate:
     input:
-        metrics=expand(f"{RESULTS}/{{point}}/metrics.json", point=curve_points()),
-        parity=expand(f"{RESULTS}/{{point}}/parity.npz", point=curve_points()),
+        metrics=expand(f"{RESULTS}/{{point}}/metrics.json",
+                       point=curve_points() + pretrained_points()),
+        parity=expand(f"{RESULTS}/{{point}}/parity.npz",
+                      point=curve_points() + pretrained_points()),
         manifests=expand(f"{RESULTS}/shards/{{labeller}}/manifest.json", labeller=LABELLERS),
         real=f"{RESULTS}/real/summary.json",
         md=expand(f"{RESULTS}/md/{SYN['teacher']}/{{job}}/md.json", job=JOBS),
@@ -53,6 +84,8 @@ rule aggregate:
         out_dir=folder_of("csv"),
     log:
         f"{RESULTS}/logs/aggregate.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/aggregate.tsv",
     conda:
         "../../envs/core.yaml"
     shell:

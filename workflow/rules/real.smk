@@ -62,6 +62,8 @@ rule real_data:
         out_dir=folder_of("summary"),
     log:
         f"{RESULTS}/logs/real_data.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/real_data.tsv",
     conda:
         "../../envs/core.yaml"
     shell:

@@ -38,6 +38,7 @@ rule stability_starts:
 rule stability_reference:
     input:
         starts=STAB_STARTS,
+        test=f"{RESULTS}/real/test.h5",
     output:
         json=f"{RESULTS}/stability/reference/stability.json",
         frames=f"{RESULTS}/stability/reference/frames.extxyz",
@@ -45,11 +46,13 @@ rule stability_reference:
         settings=lambda w: settings("stability"),
     log:
         f"{RESULTS}/logs/stability/reference.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability/reference.tsv",
     conda:
         "../../envs/foundation.yaml"
     shell:
         "synthpre stability --settings {params.settings:q} --starts {input.starts:q} "
-        "--out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
+        "--test {input.test:q} --out {output.json:q} --frames {output.frames:q} > {log:q} 2>&1"
 
 
 rule stability:
@@ -57,6 +60,7 @@ rule stability:
         model=f"{RESULTS}/{{model_dir}}/model.pt",
         starts=STAB_STARTS,
         reference=f"{RESULTS}/stability/reference/stability.json",
+        metrics=stability_metrics,
     output:
         json=f"{RESULTS}/{{model_dir}}/stability.json",
         frames=f"{RESULTS}/{{model_dir}}/stability-frames.extxyz",
@@ -66,11 +70,14 @@ rule stability:
         run_options=RUN_OPTIONS["stability"],
     log:
         f"{RESULTS}/logs/stability/{{model_dir}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability/{{model_dir}}.tsv",
     conda:
         "../../envs/foundation.yaml"
     shell:
         "synthpre stability --settings {params.settings:q} --run-options {resources.run_options:q} "
         "--starts {input.starts:q} --model {input.model:q} --reference {input.reference:q} "
+        "--metrics {input.metrics:q} "
         "--point {wildcards.model_dir:q} --out {output.json:q} --frames {output.frames:q} "
         "> {log:q} 2>&1"
 
@@ -87,6 +94,8 @@ rule stability_curves:
                    caption="../report/stability.rst"),
     log:
         f"{RESULTS}/logs/stability_curves.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/stability_curves.tsv",
     conda:
         "../../envs/core.yaml"
     shell:

@@ -58,6 +58,8 @@ rule shard:
         settings=lambda w: settings("shard"),
     log:
         f"{RESULTS}/logs/shard/{{labeller}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/shard/{{labeller}}.tsv",
     conda:
         "../../envs/core.yaml"
     shell:
