@@ -39,6 +39,28 @@ def _fused() -> bool:
     return torch.compiler.is_compiling()
 
 
+class _Tracing:
+    """Set while ``synthpre.capture`` traces a training step: the bodies below then write no
+    temporary in place. Eagerly they run inside a Function (no autograd of their own), where
+    in-place products save memory; traced, they become ordinary ops that AOTAutograd
+    differentiates again, and a tensor changed in place after another op saved it for its
+    backward cannot be differentiated."""
+    active = False
+
+
+def _mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a * b, into a (a temporary of the caller's) unless a step is being traced."""
+    return a * b if _Tracing.active else a.mul_(b)
+
+
+def _add(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return a + b if _Tracing.active else a.add_(b)
+
+
+def _addcmul(s: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return torch.addcmul(s, a, b) if _Tracing.active else s.addcmul_(a, b)
+
+
 def _yx(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """t[e, c, u] = sum_i y[e, c, i] x[e, i, u]: (E, D, d) x (E, d, u) -> (E, D, u)."""
     if _fused():
@@ -78,7 +100,7 @@ def _per_path(gw, paths, n_paths: int):
 def _conv_forward(x, y, wp, paths, centre, n_nodes: int):
     """out[n, c, u] = sum_{e: centre(e) = n} w[e, c, u] sum_i y[e, c, i] x[e, i, u], with
     w = wp[:, paths] (radial weights per path, shared by a path's output columns)."""
-    msg = _yx(y, x).mul_(_per_column(wp, paths))                                # (E, D, u)
+    msg = _mul(_yx(y, x), _per_column(wp, paths))                                # (E, D, u)
     return msg.new_zeros(n_nodes, msg.shape[1], msg.shape[2]).index_add_(0, centre, msg)
 
 
@@ -86,7 +108,7 @@ def _conv_backward(grad, x, y, wp, paths, centre):
     """(dx, dy, dwp) of ``_conv_forward`` given its output gradient ``grad``."""
     gm = grad.index_select(0, centre)                                           # (E, D, u)
     gmw = gm * _per_column(wp, paths)
-    return _ytg(y, gmw), _gxt(gmw, x), _per_path(gm.mul_(_yx(y, x)), paths, wp.shape[1])
+    return _ytg(y, gmw), _gxt(gmw, x), _per_path(_mul(gm, _yx(y, x)), paths, wp.shape[1])
 
 
 def _conv_double_backward(grad, x, y, wp, paths, centre, a, b, gp, need_g: bool,
@@ -110,7 +132,7 @@ def _conv_double_backward(grad, x, y, wp, paths, centre, a, b, gp, need_g: bool,
     elif d_in == 1:
         s = pairs[0][0] * pairs[0][1]
         if len(pairs) == 2:
-            s.addcmul_(pairs[1][0], pairs[1][1])
+            s = _addcmul(s, pairs[1][0], pairs[1][1])
     else:
         s = torch.bmm(torch.cat([m for m, _ in pairs], 2),
                       torch.cat([n for _, n in pairs], 1))
@@ -118,21 +140,21 @@ def _conv_double_backward(grad, x, y, wp, paths, centre, a, b, gp, need_g: bool,
     if need_g and (s is not None or g is not None):
         dgm = s * w if s is not None else None
         if g is not None:
-            t = _yx(y, x).mul_(g)
-            dgm = t if dgm is None else dgm.add_(t)
+            t = _mul(_yx(y, x), g)
+            dgm = t if dgm is None else _add(dgm, t)
         d_grad = torch.zeros_like(grad).index_add_(0, centre, dgm)
     if need_w and s is not None:
-        d_w = _per_path(s.mul_(gm), paths, wp.shape[1])
+        d_w = _per_path(_mul(s, gm), paths, wp.shape[1])
     if need_x and (b is not None or g is not None):  # b^T (G w) + y^T (g G)
         if b is not None and g is not None:
             if _fused():
                 d_x = _ytg(b, gm * w) + _ytg(y, gm * g)
             else:  # (mul into out= slices is 10x slower)
-                d_x = _ytg(torch.cat([b, y], 1), torch.cat([gm * w, gm.mul_(g)], 1))
+                d_x = _ytg(torch.cat([b, y], 1), torch.cat([gm * w, _mul(gm, g)], 1))
         elif b is not None:
-            d_x = _ytg(b, gm.mul_(w))
+            d_x = _ytg(b, _mul(gm, w))
         else:
-            d_x = _ytg(y, gm.mul_(g))
+            d_x = _ytg(y, _mul(gm, g))
     return d_grad, d_x, d_w
 
 

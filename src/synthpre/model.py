@@ -216,7 +216,7 @@ class NequIP(nn.Module):
 
     @torch.jit.unused  # TorchScript compiles ``atomic_energies`` only (synthpre.export)
     def forward(self, batch: Batch, compute_stress: bool = False) -> dict[str, torch.Tensor]:
-        n_struct = batch.num_structures
+        n_struct = batch.n_atoms.shape[0]  # not int(): a traced step keeps it symbolic
         positions = batch.positions.detach().requires_grad_(True)
         centre, neighbour = batch.edge_index
         edge_cell = batch.cell[batch.batch[centre]]
