@@ -21,33 +21,39 @@ from synthpre.preemption import STOP_REQUESTED, Preempted, request_stop
 from synthpre.trainer import gradient_step, loss_fn, rank_share, train
 
 torch.set_num_threads(1)
+RECORDS = carbon_records(12, 5)
 
 
-def small_model(records, seed=0, layers=1):
-    model = tiny_model(records, "float64", seed=seed)
-    if layers != len(model.layers):
-        torch.manual_seed(seed)
-        from synthpre.model import NequIP
-        model = NequIP.from_config({**model.config, "num_layers": layers})
+
+def small_model(seed=0):
+    """One layer (tracing time grows with the layers; two layers are tested in
+    tests/test_kernels.py's fast = reference). One structure for all tests, so that they
+    share one traced graph per backend and set of trainable parameters."""
+    model = tiny_model(RECORDS, "float64", seed=seed)
+    torch.manual_seed(seed)
+    from synthpre.model import NequIP
+    model = NequIP.from_config({**model.config, "num_layers": 1})
     with torch.no_grad():  # trained-looking weights: shifts and Bessel frequencies moved
         model.shift.fill_(-1.3)
         model.bessel.weights.add_(0.1 * torch.randn_like(model.bessel.weights))
     return model.train()
 
 
-def shares(records, model, sizes):
-    """Whole batches of ``sizes`` structures (cut to different atom counts) from ``records``."""
-    graphs, start = [], 0
+def _cut(records):
+    """8, 7 or 6 atoms of each: atoms and edges differ from batch to batch."""
+    return [{**r, **{key: r[key][:8 - (k % 3)] for key in ("numbers", "positions", "forces")}}
+            for k, r in enumerate(records)]
+
+
+def shares(model, sizes):
+    """Whole batches of ``sizes`` structures from ``RECORDS``, cut by ``_cut``."""
+    out, start = [], 0
     for size in sizes:
-        recs = []
-        for k, r in enumerate(records[start:start + size]):
-            keep = 8 - (k % 3)  # 8, 7 or 6 atoms: edges and atoms differ from batch to batch
-            recs.append({**r, **{key: r[key][:keep] for key in ("numbers", "positions",
-                                                                 "forces")}})
+        recs = _cut(RECORDS[start:start + size])
         start += size
         gs = [build_graph(r, model.species, model.r_max, model.dtype) for r in recs]
-        graphs.append(rank_share(gs, [len(r["numbers"]) for r in recs]))
-    return graphs
+        out.append(rank_share(gs, [len(r["numbers"]) for r in recs]))
+    return out
 
 
 def step_grads(model, share, captured=None, replay=None):
@@ -66,18 +72,17 @@ def assert_same(eager, captured, tol=1e-10):
                                    atol=tol * float(g.abs().max()), err_msg=name)
 
 
-RECORDS = carbon_records(12, 5)
-
 
 @pytest.mark.parametrize("mode", ["pretrain", "frozen", "replay"])
 def test_captured_step_equals_eager_over_batches_of_other_sizes(mode):
     """pretrain and finetune are the same step (whole model); frozen trains a part of it;
     replay adds a weighted second batch. Batches of 3, 2, 4 and 1 structures."""
-    model = small_model(RECORDS, layers=2 if mode == "pretrain" else 1)
+    model = small_model()
     if mode == "frozen":
-        freeze(model, 1)
+        freeze(model, 1)  # the embedding, Bessel basis and the layer; the head trains
     captured = CapturedStep(model, backend="aot_eager")
-    batches = shares(RECORDS, model, [3, 2, 4, 1])
+    # a batch of one structure is compiled once more (Dynamo's own case for a size of 1)
+    batches = shares(model, [3, 2, 4] + ([1] if mode == "pretrain" else []))
     for k, share in enumerate(batches):
         replay = batches[(k + 1) % len(batches)] if mode == "replay" else None
         eager = step_grads(model, share, replay=replay)
@@ -88,8 +93,8 @@ def test_captured_step_equals_eager_over_batches_of_other_sizes(mode):
 
 
 def test_captured_outputs_are_the_models_energies_and_forces():
-    model = small_model(RECORDS)
-    share = shares(RECORDS, model, [3])[0]
+    model = small_model()
+    share = shares(model, [3])[0]
     loss, energy, forces = CapturedStep(model, backend="aot_eager")(share.batch, 4.0)
     out = model(share.batch)
     np.testing.assert_allclose(energy.detach().numpy(), out["energy"].detach().numpy(),
@@ -101,9 +106,9 @@ def test_captured_outputs_are_the_models_energies_and_forces():
 
 def test_inductor_compiled_step_equals_eager():
     """The compiled code itself (Inductor: C++ on CPU), float64."""
-    model = small_model(RECORDS, seed=1)
+    model = small_model(seed=1)
     captured = CapturedStep(model)
-    for share in shares(RECORDS, model, [2, 3]):
+    for share in shares(model, [2, 3]):
         assert_same(step_grads(model, share), step_grads(model, share, captured))
 
 
@@ -122,7 +127,7 @@ def test_resumed_captured_training_equals_uninterrupted(tmp_path):
     def fit(name, capture, data=batches):
         cfg = train_config(max_epochs=2, batch_size=2, val_batch_size=2, lr=5e-3,
                            patience=100, seed=0, loader_workers=0, capture=capture)
-        train(small_model(train_recs), data, val_recs, cfg, tmp_path / name)
+        train(small_model(), data, val_recs, cfg, tmp_path / name)
 
     fit("whole", True)
     with pytest.raises(Preempted, match="epoch 2 after batch 2"):
@@ -148,7 +153,7 @@ def _ddp_worker(rank: int, size: int, port: int, tmp: str) -> None:
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=size)
     try:
-        model = small_model(RECORDS, seed=2)
+        model = small_model(seed=2)
         records = _cut(RECORDS[:5])
         graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in records]
         share = rank_share(graphs[rank::size], [len(r["numbers"]) for r in records])
@@ -156,12 +161,6 @@ def _ddp_worker(rank: int, size: int, port: int, tmp: str) -> None:
         torch.save({"loss": loss, "grads": grads}, os.path.join(tmp, f"grad-{rank}.pt"))
     finally:
         dist.destroy_process_group()
-
-
-def _cut(records):
-    """As ``shares`` cuts them: 8, 7, 6, 8, 7 atoms."""
-    return [{**r, **{key: r[key][:8 - (k % 3)] for key in ("numbers", "positions", "forces")}}
-            for k, r in enumerate(records)]
 
 
 def test_ddp_with_the_captured_step_gives_the_single_process_gradients(tmp_path):
@@ -173,8 +172,8 @@ def test_ddp_with_the_captured_step_gives_the_single_process_gradients(tmp_path)
     import torch.multiprocessing as mp
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
-    model = small_model(RECORDS, seed=2)
-    single = step_grads(model, shares(RECORDS, model, [5])[0])
+    model = small_model(seed=2)
+    single = step_grads(model, shares(model, [5])[0])
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
