@@ -259,7 +259,7 @@ def run_synthpre(args) -> dict:
     from synthpre.capture import CapturedStep
     from synthpre.graph import build_graph, concat
     from synthpre.model import NequIP, count_parameters
-    from synthpre.trainer import loss_fn
+    from synthpre.trainer import adam, loss_fn
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     train, val = load_frames(args.data)
@@ -269,13 +269,16 @@ def run_synthpre(args) -> dict:
     model = NequIP.from_config({**HYPER, "species": ["C"], "avg_num_neighbors": args.avg_nn,
                                 "compile": args.worker != "synthpre-eager"})
     # the captured step (synthpre.capture); its validation runs the compiled bodies
-    captured = CapturedStep(model) if args.worker == "synthpre-capture" else None
+    captured = CapturedStep(model) if args.worker.startswith("synthpre-capture") else None
+    if args.worker == "synthpre-capture-fused":  # the kernel's broadcast forms traced
+        import synthpre.kernel
+        synthpre.kernel._Tracing.fused = True
     t0 = time.perf_counter()
     graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in rec]
     graph_time = time.perf_counter() - t0
     tr, va = graphs[:len(train)], graphs[len(train):]
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = adam(model, LR, fused=captured is not None)  # as synthpre.trainer.train
 
     def step(items):
         batch = concat(items).to(device)
@@ -391,7 +394,8 @@ def machine() -> str:
 
 
 CODES = {"synthpre": run_synthpre, "synthpre-eager": run_synthpre,
-         "synthpre-capture": run_synthpre, "nequip-eager": run_nequip,
+         "synthpre-capture": run_synthpre, "synthpre-capture-fused": run_synthpre,
+         "nequip-eager": run_nequip,
          "nequip-compile": run_nequip}
 
 
@@ -410,6 +414,11 @@ def summarise(runs: dict[str, list[dict]], tta: bool) -> dict:
     med = {code: {k: median([r[k] for r in rs]) for k in keys}
            for code, rs in runs.items() if rs and all("error" not in r for r in rs)}
     out = {"medians": med}
+    if not tta:  # per code, not ratios: step and warm-up times, GPU memory, ops per step
+        extra = ("median_step_s", "warmup_s", "peak_cuda_MiB")
+        out["per_code"] = {code: {**{k: median([r[k] for r in runs[code]]) for k in extra
+                                     if k in runs[code][0]},
+                                  **runs[code][0].get("ops_per_step", {})} for code in med}
     if len(med) > 1:
         first, *others = med
 
@@ -451,6 +460,7 @@ def main() -> None:
     ap.add_argument("--worker", choices=list(CODES))
     ap.add_argument("--avg-nn", type=float)
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--timeout", type=float, help="seconds each code's process may take")
     args = ap.parse_args()
     if len(args.data) < 2 and args.data != ["synthetic"]:
         sys.exit("need at least two extxyz files (trajectories): the last is validation")
@@ -470,8 +480,13 @@ def main() -> None:
     for repeat in range(args.repeats):
         for code in args.codes:
             python = args.nequip_python if code.startswith("nequip") else args.synthpre_python
-            proc = subprocess.run([python, __file__, "--worker", code, *common],
-                                  capture_output=True, text=True)
+            try:
+                proc = subprocess.run([python, __file__, "--worker", code, *common],
+                                      capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{code}: over --timeout {args.timeout} s", file=sys.stderr)
+                runs[code].append({"code": code, "error": f"over {args.timeout} s"})
+                continue
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not lines:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)

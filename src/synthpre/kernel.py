@@ -32,20 +32,21 @@ import torch
 from e3nn import o3
 from torch import nn
 
-def _fused() -> bool:
-    """True while torch.compile traces a kernel body: broadcast products then fuse with the
-    surrounding gathers, weights and sums into one loop, while in eager mode a batched matmul
-    (one call instead of several materialised temporaries) is the faster form."""
-    return torch.compiler.is_compiling()
-
-
 class _Tracing:
     """Set while ``synthpre.capture`` traces a training step: the bodies below then write no
     temporary in place. Eagerly they run inside a Function (no autograd of their own), where
     in-place products save memory; traced, they become ordinary ops that AOTAutograd
     differentiates again, and a tensor changed in place after another op saved it for its
-    backward cannot be differentiated."""
+    backward cannot be differentiated. ``fused``: trace the broadcast forms of ``_fused``."""
     active = False
+    fused = False
+
+
+def _fused() -> bool:
+    """True while torch.compile traces a kernel body: broadcast products then fuse with the
+    surrounding gathers, weights and sums into one loop, while in eager mode a batched matmul
+    (one call instead of several materialised temporaries) is the faster form."""
+    return torch.compiler.is_compiling() or (_Tracing.active and _Tracing.fused)
 
 
 def _mul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

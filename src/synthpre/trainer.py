@@ -107,6 +107,15 @@ def captured_step(capture: bool | str, device) -> bool:
     return bool(capture)
 
 
+def adam(model: torch.nn.Module, lr: float, fused: bool) -> torch.optim.Adam:
+    """Adam over the trainable parameters. ``fused`` (with the captured step): one fused
+    kernel for all parameters instead of ~13 ops per parameter tensor (312 of the ~460 ops a
+    captured paper-size step still dispatched, 72 fused); the same update to float rounding,
+    and the same state, so a checkpoint resumes under either."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
+                            fused=True if fused else None)
+
+
 def world() -> tuple[int, int]:
     """(rank, world size); (0, 1) without torch.distributed."""
     if dist.is_available() and dist.is_initialized():
@@ -354,7 +363,7 @@ def train(model: NequIP,
             dist.broadcast(p.data, 0)
     ema = copy.deepcopy(model).eval()
     captured = CapturedStep(model) if captured_step(cfg.capture, device) else None
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    optimizer = adam(model, cfg.lr, captured is not None)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     state = {"epoch": 0, "ema_updates": 0, "best": math.inf, "best_epoch": 0,
