@@ -181,3 +181,12 @@ def test_ddp_with_the_captured_step_gives_the_single_process_gradients(tmp_path)
     for rank in range(2):
         got = torch.load(tmp_path / f"grad-{rank}.pt", weights_only=True)
         assert_same(single, (got["loss"], got["grads"]), tol=1e-11)
+
+
+def test_one_place_picks_the_step_by_device_as_measured():
+    """train.capture auto: op by op with compiled bodies on a CPU (2.3x the captured step per
+    CPU second at the paper's size, docs/benchmarks.md), the captured step on a GPU."""
+    from synthpre.trainer import captured_step
+    assert captured_step("auto", "cpu") is False
+    assert captured_step("auto", "cuda:0") is True
+    assert captured_step(True, "cpu") is True and captured_step(False, "cuda") is False
