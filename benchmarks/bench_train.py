@@ -1,7 +1,10 @@
 """Training speed: synthpre's NequIP-style model vs NequIP 0.19.1, side by side.
 
 Codes (``--codes``): ``synthpre`` (the fast kernel through torch.compile, ``model.compile``
-true, the pipeline default), ``synthpre-eager`` (the same kernel eagerly), ``nequip-eager``
+true, the CPU default), ``synthpre-eager`` (the same kernel eagerly), ``synthpre-capture``
+(``train.capture: true``, the GPU default: forward, forces and loss traced into one graph and
+compiled, fused Adam; ``synthpre.capture``), ``synthpre-capture-bmm`` (the same with the
+kernel's batched matmuls traced instead of its broadcast forms), ``nequip-eager``
 and ``nequip-compile`` (NequIP's ``compile_mode="compile"``: its train-time
 ``make_fx`` + ``torch.compile`` path). All train on the same SNAP-labelled 64-atom carbon
 frames, with the same hyperparameters (r_max 4, 4 layers, 32 features, l_max 1, parity, 8
@@ -10,6 +13,10 @@ per-species scale 1 / shift 0, float32), the same loss (force MSE + 4 x per-atom
 MSE), Adam (lr 5e-3), batch 10, the same shuffles.
 
 Two measurements:
+
+Every throughput run also counts the ops one step dispatches (``dispatched_ops``).
+``--data synthetic`` (the default without the demo's labels) trains on random paper-size
+carbon cells. ``benchmarks/gpu.sh`` runs it on a GPU in one command.
 
 * throughput (default): one untimed warm-up step (which compiles, for compiled codes: its
   time is reported as ``warmup_s``), then ``--epochs`` timed epochs; structures/s per
@@ -270,9 +277,9 @@ def run_synthpre(args) -> dict:
                                 "compile": args.worker != "synthpre-eager"})
     # the captured step (synthpre.capture); its validation runs the compiled bodies
     captured = CapturedStep(model) if args.worker.startswith("synthpre-capture") else None
-    if args.worker == "synthpre-capture-fused":  # the kernel's broadcast forms traced
+    if args.worker == "synthpre-capture-bmm":  # the kernel's batched matmuls traced
         import synthpre.kernel
-        synthpre.kernel._Tracing.fused = True
+        synthpre.kernel._Tracing.fused = False
     t0 = time.perf_counter()
     graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in rec]
     graph_time = time.perf_counter() - t0
@@ -394,7 +401,7 @@ def machine() -> str:
 
 
 CODES = {"synthpre": run_synthpre, "synthpre-eager": run_synthpre,
-         "synthpre-capture": run_synthpre, "synthpre-capture-fused": run_synthpre,
+         "synthpre-capture": run_synthpre, "synthpre-capture-bmm": run_synthpre,
          "nequip-eager": run_nequip,
          "nequip-compile": run_nequip}
 

@@ -184,7 +184,7 @@ def test_ddp_with_the_captured_step_gives_the_single_process_gradients(tmp_path)
 
 
 def test_one_place_picks_the_step_by_device_as_measured():
-    """train.capture auto: op by op with compiled bodies on a CPU (2.3x the captured step per
+    """train.capture auto: op by op with compiled bodies on a CPU (1.3x the captured step per
     CPU second at the paper's size, docs/benchmarks.md), the captured step on a GPU."""
     from synthpre.trainer import captured_step
     assert captured_step("auto", "cpu") is False

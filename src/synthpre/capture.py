@@ -17,6 +17,14 @@ forward and its parameter backward as compiled code, once per dtype and per set 
 parameters (frozen fine-tuning differs from full), with dynamic shapes: batches of any size
 reuse it, no padding.
 
+While tracing, the fast kernel's bodies take the broadcast forms their own torch.compile
+path uses (``kernel._fused``; Inductor fuses them into loops) and write no temporary in
+place (``kernel._Tracing``). Measured at the paper's size on a CPU (docs/benchmarks.md,
+issue 19): 456 leaf ops dispatched outside compiled code per step against 8,799 eager (fewer
+with fused Adam), 2x eager per CPU second, but 0.77x the op-by-op step with compiled bodies,
+and 10-25 minutes to trace and compile on a loaded 2-core machine: so ``train.capture: auto``
+takes it on a GPU only (``trainer.captured_step``).
+
 The captured step computes the same function as ``loss_fn(model(batch), ...)`` (to float
 rounding; tests/test_capture.py checks loss, forces and parameter gradients in float64), so
 training with it or without changes no result: it is a run option (``train.capture``).
@@ -105,7 +113,7 @@ class CapturedStep:
         # the graph depends on the model's structure only (its weights are inputs): models
         # of one structure in one process (the EMA copy, a fresh one after a resume, a test's
         # second model) share it and its compiled code
-        key = (self.backend, repr(sorted(getattr(model, "config", {}).items())),
+        key = (self.backend, _Tracing.fused, repr(sorted(getattr(model, "config", {}).items())),
                tuple((n, tuple(t.shape), t.dtype) for n, t in _named_state(model)),
                dtype, batch.positions.device.type, model.training,
                tuple(p.requires_grad for p in model.parameters()))

@@ -100,8 +100,9 @@ def captured_step(capture: bool | str, device) -> bool:
     ``model.compile``). ``train.capture`` true or false decides; ``auto`` decides by device,
     as measured (docs/benchmarks.md, issue 19): on a GPU the op-by-op step is launch-bound
     (thousands of kernels per step), so the captured one; on a CPU, where per-op dispatch
-    costs little beside the arithmetic and tracing plus compiling the whole step costs
-    minutes per process, the op-by-op step with compiled bodies."""
+    costs little beside the arithmetic, the op-by-op step with compiled bodies (1.3x the
+    captured step per CPU second at the paper's size, which also takes 10-25 minutes to
+    trace and compile there)."""
     if capture == "auto":
         return torch.device(device).type == "cuda"
     return bool(capture)
