@@ -1,7 +1,10 @@
 """Training speed: synthpre's NequIP-style model vs NequIP 0.19.1, side by side.
 
 Codes (``--codes``): ``synthpre`` (the fast kernel through torch.compile, ``model.compile``
-true, the pipeline default), ``synthpre-eager`` (the same kernel eagerly), ``nequip-eager``
+true, the CPU default), ``synthpre-eager`` (the same kernel eagerly), ``synthpre-capture``
+(``train.capture: true``, the GPU default: forward, forces and loss traced into one graph and
+compiled, fused Adam; ``synthpre.capture``), ``synthpre-capture-bmm`` (the same with the
+kernel's batched matmuls traced instead of its broadcast forms), ``nequip-eager``
 and ``nequip-compile`` (NequIP's ``compile_mode="compile"``: its train-time
 ``make_fx`` + ``torch.compile`` path). All train on the same SNAP-labelled 64-atom carbon
 frames, with the same hyperparameters (r_max 4, 4 layers, 32 features, l_max 1, parity, 8
@@ -10,6 +13,10 @@ per-species scale 1 / shift 0, float32), the same loss (force MSE + 4 x per-atom
 MSE), Adam (lr 5e-3), batch 10, the same shuffles.
 
 Two measurements:
+
+Every throughput run also counts the ops one step dispatches (``dispatched_ops``).
+``--data synthetic`` (the default without the demo's labels) trains on random paper-size
+carbon cells. ``benchmarks/gpu.sh`` runs it on a GPU in one command.
 
 * throughput (default): one untimed warm-up step (which compiles, for compiled codes: its
   time is reported as ``warmup_s``), then ``--epochs`` timed epochs; structures/s per
@@ -56,10 +63,41 @@ HYPER = {"r_max": 4.0, "num_layers": 4, "num_features": 32, "l_max": 1, "parity"
 LR, ENERGY_WEIGHT, BATCH = 5e-3, 4.0, 10
 
 
+def synthetic_frames(n_traj: int = 4, per_traj: int = 25, n_atoms: int = 64, seed: int = 0):
+    """Random 64-atom carbon cells at 2.5 g/cm^3 (atoms >= 1.2 Å apart) with random labels:
+    the paper's size and about its neighbour count (~33 within 4 Å), for speed and op counts
+    where no labelled frames are at hand (a fresh checkout, a GPU node). Same seed, same
+    frames, in every worker process."""
+    import numpy as np
+    from ase import Atoms
+    rng = np.random.default_rng(seed)
+    side = (n_atoms * 12.011 * 1.66054 / 2.5) ** (1 / 3)
+    trajectories = []
+    for _ in range(n_traj):
+        frames = []
+        for _ in range(per_traj):
+            pos = np.empty((0, 3))
+            while len(pos) < n_atoms:
+                p = rng.random(3) * side
+                d = pos - p
+                d -= side * np.round(d / side)
+                if not len(pos) or np.min(np.linalg.norm(d, axis=1)) >= 1.2:
+                    pos = np.vstack([pos, p])
+            atoms = Atoms(f"C{n_atoms}", positions=pos, cell=np.eye(3) * side, pbc=True)
+            frames.append((atoms, float(rng.normal(-7 * n_atoms, 1.0)),
+                           rng.normal(0, 1.0, (n_atoms, 3))))
+        trajectories.append(frames)
+    return trajectories
+
+
 def load_frames(paths: list[str]):
-    """(train, val) lists of (atoms, energy, forces); the last file is validation."""
+    """(train, val) lists of (atoms, energy, forces); the last file is validation.
+    ``["synthetic"]``: ``synthetic_frames`` (4 trajectories of 25, the last for validation)."""
     import ase.io
     import numpy as np
+    if paths == ["synthetic"]:
+        out = synthetic_frames()
+        return [f for fs in out[:-1] for f in fs], out[-1]
     out = []
     for p in paths:
         frames = []
@@ -122,6 +160,45 @@ def timed_epochs(step, train_items, args, device) -> dict:
             "median_step_cpu_s": sorted(cpu_steps)[len(cpu_steps) // 2]}
 
 
+def dispatched_ops(step, items, device) -> dict:
+    """What one training step dispatches, counted by torch.profiler around it (after the
+    timed epochs: compiled codes are warm): every aten op, the leaves among them (ops that
+    call no other aten op: what actually runs), and the leaves outside compiled graphs (the
+    per-op dispatches a compiled graph does not absorb; inside one, Inductor's generated code
+    runs and the profiler shows only its buffer allocations). On a GPU, also the kernels
+    launched. Ops of a compiled region are those below an event named like "Torch-Compiled
+    Region", "CompiledFunction" or "CompiledFxGraph"."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    with profile(activities=activities) as prof:
+        step(items)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    events = prof.events()
+
+    def in_compiled(e):
+        while e is not None:
+            if "Compiled" in e.name:
+                return True
+            e = e.cpu_parent
+        return False
+
+    aten = [e for e in events if e.name.startswith("aten::")]
+    leaves = [e for e in aten if not any(c.name.startswith("aten::") for c in e.cpu_children)]
+    out = {"aten_ops": len(aten), "aten_leaves": len(leaves),
+           "aten_leaves_outside_compiled": sum(not in_compiled(e) for e in leaves),
+           "compiled_region_calls": sum(e.name.startswith(("Torch-Compiled Region",
+                                                           "CompiledFunction"))
+                                        for e in events)}
+    if device.type == "cuda":
+        out["cuda_kernels"] = sum(e.device_type == torch.autograd.DeviceType.CUDA
+                                  for e in events)
+    return out
+
+
 def time_to_accuracy(step, validate, train_items, args, device) -> dict:
     """Train from the initial state until validate() (E, F RMSE) reaches the force target,
     or max_steps; evaluations are excluded from the training time."""
@@ -178,15 +255,18 @@ def measure(code, n_parameters, step, predict, tr, val, graph_time, args, device
         return {"code": code, "n_parameters": n_parameters, "graph_build_s": graph_time,
                 **time_to_accuracy(step, validate, tr, args, device)}
     timing = timed_epochs(step, tr, args, device)
-    return result(code, n_parameters, timing, graph_time, *predict(), val, device)
+    ops = dispatched_ops(step, tr[:BATCH], device)
+    return {**result(code, n_parameters, timing, graph_time, *predict(), val, device),
+            "ops_per_step": ops}
 
 
 def run_synthpre(args) -> dict:
     import torch
     sys.path.insert(0, str(ROOT / "src"))
+    from synthpre.capture import CapturedStep
     from synthpre.graph import build_graph, concat
     from synthpre.model import NequIP, count_parameters
-    from synthpre.trainer import loss_fn
+    from synthpre.trainer import adam, loss_fn
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     train, val = load_frames(args.data)
@@ -194,18 +274,26 @@ def run_synthpre(args) -> dict:
             "pbc": a.pbc, "energy": e, "forces": f} for a, e, f in train + val]
     torch.manual_seed(args.seed)
     model = NequIP.from_config({**HYPER, "species": ["C"], "avg_num_neighbors": args.avg_nn,
-                                "compile": args.worker == "synthpre"})
+                                "compile": args.worker != "synthpre-eager"})
+    # the captured step (synthpre.capture); its validation runs the compiled bodies
+    captured = CapturedStep(model) if args.worker.startswith("synthpre-capture") else None
+    if args.worker == "synthpre-capture-bmm":  # the kernel's batched matmuls traced
+        import synthpre.kernel
+        synthpre.kernel._Tracing.fused = False
     t0 = time.perf_counter()
     graphs = [build_graph(r, model.species, model.r_max, model.dtype) for r in rec]
     graph_time = time.perf_counter() - t0
     tr, va = graphs[:len(train)], graphs[len(train):]
     model.to(device).train()
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = adam(model, LR, fused=captured is not None)  # as synthpre.trainer.train
 
     def step(items):
         batch = concat(items).to(device)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(batch), batch, ENERGY_WEIGHT)
+        if captured is not None:
+            loss = captured(batch, ENERGY_WEIGHT)[0]
+        else:
+            loss = loss_fn(model(batch), batch, ENERGY_WEIGHT)
         loss.backward()
         opt.step()
         return loss.item()
@@ -313,7 +401,9 @@ def machine() -> str:
 
 
 CODES = {"synthpre": run_synthpre, "synthpre-eager": run_synthpre,
-         "nequip-eager": run_nequip, "nequip-compile": run_nequip}
+         "synthpre-capture": run_synthpre, "synthpre-capture-bmm": run_synthpre,
+         "nequip-eager": run_nequip,
+         "nequip-compile": run_nequip}
 
 
 def median(values):
@@ -331,6 +421,11 @@ def summarise(runs: dict[str, list[dict]], tta: bool) -> dict:
     med = {code: {k: median([r[k] for r in rs]) for k in keys}
            for code, rs in runs.items() if rs and all("error" not in r for r in rs)}
     out = {"medians": med}
+    if not tta:  # per code, not ratios: step and warm-up times, GPU memory, ops per step
+        extra = ("median_step_s", "warmup_s", "peak_cuda_MiB")
+        out["per_code"] = {code: {**{k: median([r[k] for r in runs[code]]) for k in extra
+                                     if k in runs[code][0]},
+                                  **runs[code][0].get("ops_per_step", {})} for code in med}
     if len(med) > 1:
         first, *others = med
 
@@ -353,8 +448,10 @@ def summarise(runs: dict[str, list[dict]], tta: bool) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", nargs="+",
-                    default=sorted(glob.glob(str(ROOT / "results/demo/labels/snap_c/*.extxyz"))))
+    ap.add_argument("--data", nargs="+", help="extxyz trajectories, the last for validation "
+                    "(default: the demo's SNAP labels, or 'synthetic' frames without them)",
+                    default=sorted(glob.glob(str(ROOT / "results/demo/labels/snap_c/*.extxyz")))
+                    or ["synthetic"])
     ap.add_argument("--codes", nargs="+", choices=list(CODES), default=list(CODES))
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=1)
@@ -370,8 +467,9 @@ def main() -> None:
     ap.add_argument("--worker", choices=list(CODES))
     ap.add_argument("--avg-nn", type=float)
     ap.add_argument("--json", help="write the results here too")
+    ap.add_argument("--timeout", type=float, help="seconds each code's process may take")
     args = ap.parse_args()
-    if len(args.data) < 2:
+    if len(args.data) < 2 and args.data != ["synthetic"]:
         sys.exit("need at least two extxyz files (trajectories): the last is validation")
     if args.worker:
         result = CODES[args.worker](args)
@@ -389,8 +487,13 @@ def main() -> None:
     for repeat in range(args.repeats):
         for code in args.codes:
             python = args.nequip_python if code.startswith("nequip") else args.synthpre_python
-            proc = subprocess.run([python, __file__, "--worker", code, *common],
-                                  capture_output=True, text=True)
+            try:
+                proc = subprocess.run([python, __file__, "--worker", code, *common],
+                                      capture_output=True, text=True, timeout=args.timeout)
+            except subprocess.TimeoutExpired:
+                print(f"{code}: over --timeout {args.timeout} s", file=sys.stderr)
+                runs[code].append({"code": code, "error": f"over {args.timeout} s"})
+                continue
             lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
             if proc.returncode or not lines:
                 print(proc.stdout[-3000:], proc.stderr[-3000:], file=sys.stderr)

@@ -55,5 +55,7 @@ def train_settings(stage: str, model: dict | None = None, train: dict | None = N
 
 def run_options(**override) -> str:
     """``--run-options`` of a training command (``job_settings.train_run_options``): the eager
-    kernel (compiling costs seconds per process), no TensorBoard, graphs on the training thread."""
-    return json.dumps({"compile": False, "tensorboard": False, "loader_workers": 0, **override})
+    kernel and step (compiling costs seconds per process), no TensorBoard, graphs on the
+    training thread."""
+    return json.dumps({"compile": False, "tensorboard": False, "loader_workers": 0,
+                       "capture": False, **override})

@@ -113,7 +113,8 @@ def test_how_a_training_runs_is_not_part_of_its_settings():
     for stage in ("pretrain", "finetune", "replay", "frozen", "scratch"):
         assert job_settings.train(config, stage) == job_settings.train(changed, stage)
         assert job_settings.train_run_options(changed, stage) == {
-            "compile": not config["model"]["compile"], "loader_workers": 2, "tensorboard": True}
+            "compile": not config["model"]["compile"], "loader_workers": 2, "tensorboard": True,
+            "capture": config["train"]["capture"]}
 
 
 def _dry_run(workdir, *configs, extra=()):

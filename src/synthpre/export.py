@@ -2,7 +2,7 @@
 
 ASE (``metatomic-ase``), LAMMPS (``pair_style metatomic``), i-PI and torch-sim load the
 file without synthpre (docs/deploy.md). The network is the same weights evaluated with the
-``fast`` kernel's arithmetic in plain ops (``Interaction._fast_convolution_plain``: TorchScript
+``fast`` kernel's arithmetic in plain ops (``kernel.FastConvolution.plain``: TorchScript
 cannot compile its custom autograd Function; 2-3x faster than the ``reference`` kernel, which
 scripts too). The isolated-atom energies ``e0`` are added per atom, so the exported model
 returns the same total energies as ``SynthpreCalculator``; forces and stress come from the

@@ -20,7 +20,7 @@ TRAIN_FIELDS = ("batch_size", "val_batch_size", "lr", "energy_weight", "ema_deca
 # the kernel changes float rounding only, docs/benchmarks.md). They reach the job beside its
 # settings (``train_run_options``), so changing one reruns no finished training and lets an
 # unfinished one resume: switching the compiled kernel off on a GPU must not retrain a study.
-RUN_FIELDS = {"model": ("compile",), "train": ("tensorboard", "loader_workers")}
+RUN_FIELDS = {"model": ("compile",), "train": ("tensorboard", "loader_workers", "capture")}
 
 
 def strict(cls, mapping: dict, where: str, **extra):

@@ -37,6 +37,7 @@ import torch
 import torch.distributed as dist
 
 from .atomic import atomic_path
+from .capture import CapturedStep
 from .graph import Batch, build_graph, collate, concat
 from .model import NequIP, count_parameters
 from .modelfile import save_model
@@ -69,6 +70,7 @@ class TrainConfig:
     seed: int
     tensorboard: bool           # per-epoch scalars in <out_dir>/tensorboard/ (rank 0)
     loader_workers: int         # processes building a streamed source's graphs (0: this one)
+    capture: bool | str         # the whole step as one compiled graph: true, false, auto
     device: str                 # picked in one place: train.join_ranks_and_pick_device
 
 
@@ -90,6 +92,29 @@ def loss_fn(out: dict, batch: Batch, energy_weight: float,
     force_sse = (out["forces"] - batch.forces).pow(2).sum()
     energy_sse = ((out["energy"] - batch.energy) / batch.n_atoms).pow(2).sum()
     return force_sse / (3 * n_atoms) + energy_weight * energy_sse / n_struct
+
+
+def captured_step(capture: bool | str, device) -> bool:
+    """The one place that picks how a training step runs: as one captured, compiled graph
+    (``synthpre.capture``) or op by op (with the fast kernel's bodies compiled or not,
+    ``model.compile``). ``train.capture`` true or false decides; ``auto`` decides by device,
+    as measured (docs/benchmarks.md, issue 19): on a GPU the op-by-op step is launch-bound
+    (thousands of kernels per step), so the captured one; on a CPU, where per-op dispatch
+    costs little beside the arithmetic, the op-by-op step with compiled bodies (1.3x the
+    captured step per CPU second at the paper's size, which also takes 10-25 minutes to
+    trace and compile there)."""
+    if capture == "auto":
+        return torch.device(device).type == "cuda"
+    return bool(capture)
+
+
+def adam(model: torch.nn.Module, lr: float, fused: bool) -> torch.optim.Adam:
+    """Adam over the trainable parameters. ``fused`` (with the captured step): one fused
+    kernel for all parameters instead of ~13 ops per parameter tensor (312 of the ~460 ops a
+    captured paper-size step still dispatched, 72 fused); the same update to float rounding,
+    and the same state, so a checkpoint resumes under either."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr,
+                            fused=True if fused else None)
 
 
 def world() -> tuple[int, int]:
@@ -120,16 +145,22 @@ def records_share(records: list[dict], rank: int, size: int, graph_args: tuple) 
 
 
 def gradient_step(model: NequIP, share: Share, energy_weight: float, device,
-                  replay: Share | None = None, replay_weight: float = 0.0) -> torch.Tensor:
+                  replay: Share | None = None, replay_weight: float = 0.0,
+                  captured: CapturedStep | None = None) -> torch.Tensor:
     """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss as
     a 0-d tensor on ``device`` (reading it would make the host wait for the GPU every step).
-    ``replay`` adds ``replay_weight`` x its own loss (normalised over itself)."""
+    ``replay`` adds ``replay_weight`` x its own loss (normalised over itself). ``captured``
+    (``synthpre.capture``, of ``model``): the same loss from one compiled graph."""
     size = world()[1]
     loss = torch.zeros((), dtype=model.dtype, device=device)
     for part, weight in ((share, 1.0), (replay, replay_weight)):
         if part is not None and part.batch is not None:
             batch = part.batch.to(device, non_blocking=True)
-            loss = loss + weight * loss_fn(model(batch), batch, energy_weight, part.totals)
+            if captured is not None:
+                part_loss = captured(batch, energy_weight, part.totals)[0]
+            else:
+                part_loss = loss_fn(model(batch), batch, energy_weight, part.totals)
+            loss = loss + weight * part_loss
     if loss.requires_grad:
         loss.backward()
         loss = loss.detach()
@@ -332,7 +363,8 @@ def train(model: NequIP,
         for p in model.parameters():
             dist.broadcast(p.data, 0)
     ema = copy.deepcopy(model).eval()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    captured = CapturedStep(model) if captured_step(cfg.capture, device) else None
+    optimizer = adam(model, cfg.lr, captured is not None)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
     state = {"epoch": 0, "ema_updates": 0, "best": math.inf, "best_epoch": 0,
@@ -398,7 +430,8 @@ def train(model: NequIP,
                 extra = records_share(replay.draw(epoch, state["batches_done"], share.totals[1]),
                                       rank, size, graph_args)
             step_losses.append(gradient_step(model, share, cfg.energy_weight, device,
-                                             extra, replay.weight if replay else 0.0))
+                                             extra, replay.weight if replay else 0.0,
+                                             captured))
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
             _update_ema(ema, model, n, cfg.ema_decay)
