@@ -158,14 +158,16 @@ def finetune_teacher(settings: dict, pool_path: str, out: str) -> dict:
     """Rule ``teacher_finetune``: fine-tune ``settings['base']`` on the pool's subset and
     write the model (``out``, CHGNet's own file format) and ``<out>.json`` (which structures,
     errors before and after on them), both atomically."""
-    from .real_data import check_sizes, subset_order
+    from .real_data import subset_order
     from .shard_files import read_shard
 
     name, base = settings["name"], settings["base"]
     refuse_base(base, name)
     s = strict(FinetuneSettings, settings["finetune"], f"teachers.{name}.finetune")
     pool = read_shard(pool_path)
-    check_sizes(len(pool), [s.n])
+    if s.n > len(pool):
+        raise ValueError(f"config field 'teachers.{name}.finetune.n' asks for {s.n} real "
+                         f"structures but the real training pool {pool_path} has {len(pool)}")
     indices = [int(i) for i in subset_order(len(pool), s.seed)[:s.n]]
     model, info = finetune_chgnet([pool[i] for i in indices], settings["elements"], s)
     import torch

@@ -88,10 +88,11 @@ def stability_metrics(w):
 
 
 def finetuned_teacher_file(name):
-    """The model file of a fine-tuned teacher (rule teacher_finetune), or nothing: an input
+    """The model file of a fine-tuned teacher (made by teacher_finetune), or nothing; an input
     of every job that runs the teacher, so its fine-tuning reruns what it made."""
-    return [job_settings.teacher_file(config, name)] if job_settings.is_finetuned(config, name) \
-        else []
+    if job_settings.is_finetuned(config, name):
+        return [job_settings.teacher_file(config, name)]
+    return []
 
 
 def mpi_prefix(resources, potential):
