@@ -214,3 +214,18 @@ def test_changing_its_finetuning_replans_only_what_it_made(finished):
     # a smaller n for the students: the teacher's subset (largest n) stays, no refit
     smaller = {**OVERRIDE, "finetune": {"n_train": [2, 3, 6]}}
     assert "teacher_finetune" not in _plan(finished, smaller)
+
+
+@pytest.mark.slow
+def test_lisi_finetuned_config_plans_here(tmp_path):
+    """configs/lisi-finetuned.yaml (standalone): one teacher fine-tuning before its 4 MD
+    trajectories, one labeller, no DFT job (it reads the shipped DFT file)."""
+    (tmp_path / "data").symlink_to(REPO / "data")
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--quiet", "rules",
+                           "--configfile", str(REPO / "configs" / "lisi-finetuned.yaml")],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    counts = dict(line.split() for line in proc.stdout.splitlines()
+                  if len(line.split()) == 2 and line.split()[1].isdigit())
+    assert counts["teacher_finetune"] == "1" and counts["md"] == "4" and counts["label"] == "4"
+    assert "dft" not in counts and counts["pretrain"] == "1" and counts["scratch"] == "6"
