@@ -17,6 +17,7 @@ from snakemake_run import REPO, SNAKEMAKE
 from synthpre import job_settings
 from synthpre.aggregate import add_teacher_knowledge
 from synthpre.config import complete
+from synthpre.evaluate import teacher_knowledge
 from synthpre.lammps_system import LammpsSystem
 from synthpre.real_data import ingest, subset_order
 from synthpre.shard_files import read_shard
@@ -147,6 +148,9 @@ def test_curve_table_records_what_the_teacher_saw(tmp_path):
     table = add_teacher_knowledge(table, [str(manifest)])
     assert dict(zip(table["mode"], table["teacher_real_structures"])) == \
         {"scratch": 0, "finetune": 16}
+    # metrics.json of a point: from its labeller's manifest; scratch saw no teacher
+    assert teacher_knowledge("finetune", str(manifest)) == {"teacher_real_structures": 16}
+    assert teacher_knowledge("scratch", None) == {"teacher_real_structures": 0}
 
 
 # --- the workflow: a finished study (outputs created and marked done with --touch) ---------
