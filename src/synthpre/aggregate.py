@@ -102,6 +102,12 @@ def add_data_efficiency(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _seen(rows: pd.DataFrame) -> str:
+    """Legend suffix: how many real structures the family's (fine-tuned) teacher saw."""
+    n = int(rows["teacher_real_structures"].max()) if "teacher_real_structures" in rows else 0
+    return f"; teacher saw {n} real" if n else ""
+
+
 def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:
     """The learning curves on log-log axes; each pre-trained model's n=0 row (no place on a
     log axis) is a star at half the smallest n, labelled n=0."""
@@ -112,11 +118,12 @@ def plot(table: pd.DataFrame, png: Path, svg: Path) -> None:
         for family, curve in curves.groupby(FAMILY):
             ax.errorbar(curve["n"], curve[f"{metric}_mean"] * factor,
                         yerr=curve[f"{metric}_std"].fillna(0) * factor, marker="o",
-                        capsize=3, label=family_name(*family))
+                        capsize=3, label=family_name(*family) + _seen(curve))
         for family, row in table[table["mode"] == PRETRAINED].groupby(FAMILY):
             ax.errorbar([x_zero], row[f"{metric}_mean"] * factor,
                         yerr=row[f"{metric}_std"].fillna(0) * factor, marker="*",
-                        markersize=10, ls="none", capsize=3, label=family_name(*family))
+                        markersize=10, ls="none", capsize=3,
+                        label=family_name(*family) + _seen(row))
         if (table["mode"] == PRETRAINED).any():
             ax.axvline(x_zero * 1.4, color="0.6", lw=0.8, ls=":")
             ax.annotate("n=0", (x_zero, 0), xycoords=("data", "axes fraction"),
@@ -237,11 +244,23 @@ def write_csv(df: pd.DataFrame, path: Path) -> None:
         df.to_csv(tmp, index=False, float_format="%.6g")
 
 
+def add_teacher_knowledge(table: pd.DataFrame, manifests: list[str]) -> pd.DataFrame:
+    """Column ``teacher_real_structures``: real structures the teachers of each row's
+    synthetic data saw (fine-tuned teachers, synthpre.teacher_finetune; 0 for scratch and
+    for raw teachers), so teacher knowledge is not read as the student's data efficiency."""
+    seen = {m["labeller"]: int(m.get("teacher_real_structures", 0))
+            for m in (json.loads(Path(p).read_text()) for p in manifests)}
+    table = table.copy()
+    table["teacher_real_structures"] = [0 if mode == "scratch" else seen.get(lab, 0)
+                                        for mode, lab in zip(table["mode"], table["labeller"])]
+    return table
+
+
 def aggregate(metric_files: list[str], out_dir: str, parity: list[str], manifests: list[str],
               real_summary: str, md_status: list[str]) -> pd.DataFrame:
     out = Path(out_dir)
     metrics = load_metrics(metric_files)
-    table = learning_curve(metrics)
+    table = add_teacher_knowledge(learning_curve(metrics), manifests)
     write_csv(table, out / "learning_curve.csv")
     plot(table, out / "learning_curve.png", out / "learning_curve.svg")
     plot_size_sweep(table, out / "synthetic_size.png")

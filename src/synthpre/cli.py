@@ -69,6 +69,15 @@ def cmd_label(args) -> None:
     print(f"labelled {len(frames)} frames with {labeller.name}")
 
 
+def cmd_teacher_finetune(args) -> None:
+    from .teacher_finetune import finetune_teacher
+
+    summary = finetune_teacher(_settings(args), args.pool, args.out)
+    print(f"teacher {summary['teacher']}: {summary['real_structures']} real structures, force "
+          f"RMSE on them {summary['force_rmse_before']:.3f} -> "
+          f"{summary['force_rmse_after']:.3f} eV/A")
+
+
 def cmd_shard(args) -> None:
     from .shard import run_shard_job
 
@@ -221,6 +230,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--omp-threads", type=int, default=0,
                    help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
     p.set_defaults(func=cmd_label)
+
+    p = sub.add_parser("teacher-finetune", help="fine-tune a foundation teacher on a subset "
+                                                "of the real training pool")
+    _add_settings(p, lambda config, args: job_settings.teacher_finetune(config, args.teacher))
+    p.add_argument("--teacher", help="the teacher's name (with --configfile)")
+    p.add_argument("--pool", required=True, help="the real training pool (real/pool.h5)")
+    p.add_argument("--out", required=True, help="the model file (<out>.json: what it saw)")
+    p.set_defaults(func=cmd_teacher_finetune)
 
     p = sub.add_parser("shard", help="filter, split by trajectory and shard labelled frames")
     _add_settings(p, lambda config, args: job_settings.shard(config))

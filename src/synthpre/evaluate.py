@@ -7,7 +7,7 @@ import re
 
 import numpy as np
 
-from .atomic import atomic_path, write_json
+from .atomic import atomic_path, read_json, write_json
 from .modelfile import load_model
 from .replay import shift_energies
 from .shard import synthetic_validation
@@ -85,6 +85,18 @@ def forgetting(model_path: str, init_path: str, manifest: str) -> dict:
             for key, value in synthetic_errors(path, records).items()}
 
 
+def teacher_knowledge(mode: str, synthetic_manifest: str | None) -> dict:
+    """Real structures the teachers of the point's synthetic data saw (fine-tuned teachers,
+    synthpre.teacher_finetune): 0 for scratch, from the manifest for a fine-tuned point; a
+    pretrained/n0 point has no manifest input (the curve's CSV fills it per labeller)."""
+    if mode == "scratch":
+        return {"teacher_real_structures": 0}
+    if synthetic_manifest is None:
+        return {}
+    manifest = read_json(synthetic_manifest, "shard manifest")
+    return {"teacher_real_structures": int(manifest.get("teacher_real_structures", 0))}
+
+
 def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, out: str,
                    parity_out: str, init: str | None = None,
                    synthetic_manifest: str | None = None, real_dir: str | None = None,
@@ -123,6 +135,7 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
         **({"shift_fitted_on_n": meta["shift_fitted_on_n"]} if info["mode"] == "pretrained"
            else {}),
         **(forgetting(model_path, init, synthetic_manifest) if init else {}),
+        **teacher_knowledge(info["mode"], synthetic_manifest),
     }
     write_parity(parity_out, test_records, test_preds)
     write_json(out, metrics)

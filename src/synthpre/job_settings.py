@@ -46,9 +46,50 @@ def as_json(settings: dict) -> str:
 
 
 def teacher_spec(config: dict, name: str) -> dict:
-    """The config's own definition of a teacher, or {} for a built-in one."""
+    """The config's own definition of a teacher, or {} for a built-in one. A fine-tuned
+    teacher (``base``) gets its resolved fine-tuning and the file rule ``teacher_finetune``
+    writes (``model_path``), so its jobs rerun when its fine-tuning changes."""
     custom = config.get("teachers") or {}
-    return {name: custom[name]} if name in custom else {}
+    if name not in custom:
+        return {}
+    if "base" in custom[name]:
+        return {name: {**teacher_finetune(config, name), "model_path": teacher_file(config, name)}}
+    return {name: custom[name]}
+
+
+def is_finetuned(config: dict, name: str) -> bool:
+    return "base" in ((config.get("teachers") or {}).get(name) or {})
+
+
+def teacher_file(config: dict, name: str) -> str:
+    """Where rule ``teacher_finetune`` writes teacher ``name``'s model (relative to the
+    workflow's directory, like every result)."""
+    return f"results/{config['run']}/teachers/{name}/model.pth"
+
+
+def teacher_finetune(config: dict, name: str) -> dict:
+    """A fine-tuned teacher's job: its base, the elements and its ``finetune`` fields, with
+    ``n`` (null: the largest ``finetune.n_train``) and ``seed`` (null: the first of
+    ``finetune.seeds``) resolved, so adding a smaller n to the study refits nothing."""
+    spec = config["teachers"][name]
+    ft = dict(spec["finetune"])
+    if ft["n"] is None:
+        ft["n"] = max(config["finetune"]["n_train"])
+    if ft["seed"] is None:
+        ft["seed"] = config["finetune"]["seeds"][0]
+    return {"name": name, "base": spec["base"], "elements": config["elements"], "finetune": ft}
+
+
+def teacher_real_structures(config: dict, labeller: str) -> int:
+    """How many real structures the teachers behind ``labeller``'s synthetic data saw: the
+    MD teacher's and the labeller's fine-tuning subsets. Subsets of one seed are nested (the
+    larger); of different seeds counted as their sum (an upper bound)."""
+    seen: dict[int, int] = {}
+    for name in {config["synthetic"]["teacher"], labeller}:
+        if is_finetuned(config, name):
+            ft = teacher_finetune(config, name)["finetune"]
+            seen[ft["seed"]] = max(seen.get(ft["seed"], 0), ft["n"])
+    return sum(seen.values())
 
 
 def md(config: dict, teacher: str) -> dict:
@@ -64,11 +105,14 @@ def label(config: dict, labeller: str) -> dict:
     return {"teachers": teacher_spec(config, labeller)}
 
 
-def shard(config: dict) -> dict:
+def shard(config: dict, labeller: str | None = None) -> dict:
     syn = config["synthetic"]
+    seen = teacher_real_structures(config, labeller) if labeller else 0
     return {"filters": syn["filters"], "val_fraction": syn["val_fraction"],
             "seed": syn["seed"], "frames_per_shard": syn["frames_per_shard"],
-            "r_max": config["model"]["r_max"]}
+            "r_max": config["model"]["r_max"],
+            # only when a teacher was fine-tuned, so other studies keep their params
+            **({"teacher_real_structures": seen} if seen else {})}
 
 
 def real(config: dict) -> dict:

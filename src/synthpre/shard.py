@@ -25,8 +25,9 @@ def validation_trajectories(traj_ids: set[str], val_fraction: float, seed: int) 
 
 def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir: str,
                  min_time_ps: float, max_force: float, val_fraction: float, seed: int,
-                 frames_per_shard: int, r_max: float) -> dict:
-    """Filter, split and shard; write ``manifest.json`` last (its presence marks completion)."""
+                 frames_per_shard: int, r_max: float, extra: dict | None = None) -> dict:
+    """Filter, split and shard; write ``manifest.json`` last (its presence marks completion).
+    ``extra``: fields added to the manifest (the real structures its teachers saw)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     kept: list[dict] = []
@@ -75,6 +76,7 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
         "filters": {"min_time_ps": min_time_ps, "max_force": max_force},
         "stats": {split: dataset_stats(recs, r_max) for split, recs in by_split.items()},
     }
+    manifest.update(extra or {})
     write_json(out / "manifest.json", manifest)
     return manifest
 
@@ -85,7 +87,10 @@ def run_shard_job(settings: dict, labelled: list[str], status: list[str], manife
                         min_time_ps=settings["filters"]["min_time_ps"],
                         max_force=settings["filters"]["max_force"],
                         val_fraction=settings["val_fraction"], seed=settings["seed"],
-                        frames_per_shard=settings["frames_per_shard"], r_max=settings["r_max"])
+                        frames_per_shard=settings["frames_per_shard"], r_max=settings["r_max"],
+                        # real structures its fine-tuned teachers saw (teacher_finetune)
+                        extra={"teacher_real_structures":
+                               settings.get("teacher_real_structures", 0)})
 
 
 def pretraining_subset(paths: list[str], size: int, seed: int) -> dict[str, list[int]]:

@@ -139,6 +139,8 @@ def get_teacher(name: str, custom: dict | None = None) -> Teacher:
     if spec is None:
         known = sorted(set(BUILTIN_TEACHERS) | set(custom or {}))
         raise ValueError(f"unknown teacher '{name}'; known teachers: {known}")
+    if "base" in spec:  # a fine-tuned foundation model (synthpre.teacher_finetune)
+        return finetuned_teacher(name, spec)
     if spec.get("kind", "lammps") == "ase":
         kwargs = dict(spec.get("kwargs") or {})
         if "model_path" in spec:
@@ -154,6 +156,21 @@ def get_teacher(name: str, custom: dict | None = None) -> Teacher:
         raise ValueError(f"teacher '{name}': unknown kind '{spec['kind']}' (lammps or ase)")
     return Teacher(name=name, pair_style=spec["pair_style"], pair_coeff=spec["pair_coeff"],
                    elements=list(spec["elements"]))
+
+
+def finetuned_teacher(name: str, spec: dict) -> Teacher:
+    """``{base: chgnet-0.3, finetune: {...}}``: an ASE teacher whose calculator loads the file
+    rule ``teacher_finetune`` writes; ``model_path`` (added by ``job_settings.teacher_spec``
+    for the jobs, absent when the config is checked before any job) names that file."""
+    from .teacher_finetune import refuse_base
+
+    refuse_base(spec["base"], name)
+    kwargs = {"base": spec["base"]}
+    if spec.get("model_path"):
+        kwargs["model_path"] = spec["model_path"]
+    return Teacher(name=name, pair_style="", pair_coeff="",
+                   elements=list(BUILTIN_TEACHERS[spec["base"]]["elements"]), kind="ase",
+                   calculator="synthpre.teacher_finetune:calculator", kwargs=kwargs)
 
 
 def load_factory(spec: str, teacher: str = "?"):

@@ -87,6 +87,14 @@ def stability_metrics(w):
     return f"{RESULTS}/{w.model_dir}/metrics.json"
 
 
+def finetuned_teacher_file(name):
+    """The model file of a fine-tuned teacher (made by teacher_finetune), or nothing; an input
+    of every job that runs the teacher, so its fine-tuning reruns what it made."""
+    if job_settings.is_finetuned(config, name):
+        return [job_settings.teacher_file(config, name)]
+    return []
+
+
 def mpi_prefix(resources, potential):
     """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
     An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""

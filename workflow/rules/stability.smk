@@ -19,6 +19,8 @@ wildcard_constraints:
 
 # stability.starts.source "teacher": the start cells, melted and quenched by the teacher.
 rule stability_starts:
+    input:
+        teacher_model=finetuned_teacher_file(SYN["teacher"]),
     output:
         f"{RESULTS}/stability/starts.extxyz",
     params:
@@ -39,6 +41,7 @@ rule stability_reference:
     input:
         starts=STAB_STARTS,
         test=f"{RESULTS}/real/test.h5",
+        teacher_model=finetuned_teacher_file(SYN["teacher"]),
     output:
         json=f"{RESULTS}/stability/reference/stability.json",
         frames=f"{RESULTS}/stability/reference/frames.extxyz",
@@ -61,6 +64,7 @@ rule stability:
         starts=STAB_STARTS,
         reference=f"{RESULTS}/stability/reference/stability.json",
         metrics=stability_metrics,
+        teacher_model=finetuned_teacher_file(SYN["teacher"]),
     output:
         json=f"{RESULTS}/{{model_dir}}/stability.json",
         frames=f"{RESULTS}/{{model_dir}}/stability-frames.extxyz",

@@ -7,7 +7,28 @@ wildcard_constraints:
     labeller=r"[A-Za-z0-9_.-]+",
 
 
+rule teacher_finetune:
+    input:
+        pool=f"{RESULTS}/real/pool.h5",  # the training pool only: the test set never reaches it
+    output:
+        model=f"{RESULTS}/teachers/{{teacher}}/model.pth",
+        summary=f"{RESULTS}/teachers/{{teacher}}/model.pth.json",
+    params:
+        settings=lambda w: settings("teacher_finetune", w.teacher),
+    log:
+        f"{RESULTS}/logs/teacher_finetune/{{teacher}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/teacher_finetune/{{teacher}}.tsv",
+    conda:
+        "../../envs/foundation.yaml"
+    shell:
+        "synthpre teacher-finetune --settings {params.settings:q} --pool {input.pool:q} "
+        "--out {output.model:q} > {log:q} 2>&1"
+
+
 rule md:
+    input:
+        teacher_model=lambda w: finetuned_teacher_file(w.teacher),
     output:
         frames=f"{RESULTS}/md/{{teacher}}/{{job}}/frames.extxyz",
         status=f"{RESULTS}/md/{{teacher}}/{{job}}/md.json",
@@ -31,6 +52,7 @@ rule md:
 rule label:
     input:
         frames=f"{RESULTS}/md/{SYN['teacher']}/{{job}}/frames.extxyz",
+        labeller_model=lambda w: finetuned_teacher_file(w.labeller),
     output:
         f"{RESULTS}/labels/{{labeller}}/{{job}}.extxyz",
     params:
@@ -55,7 +77,7 @@ rule shard:
     output:
         manifest=f"{RESULTS}/shards/{{labeller}}/manifest.json",
     params:
-        settings=lambda w: settings("shard"),
+        settings=lambda w: settings("shard", w.labeller),
     log:
         f"{RESULTS}/logs/shard/{{labeller}}.log",
     benchmark:
