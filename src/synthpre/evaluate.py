@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from .atomic import atomic_path, write_json
+from .provenance import code_version
 from .modelfile import load_model
 from .replay import shift_energies
 from .shard import synthetic_validation
@@ -92,6 +93,9 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
         **{k: meta[k] for k in TRAINING_RECORD if k != "wall_time_s"},
         "train_wall_s": meta["wall_time_s"],
         "model": model_path,
+        # the code that evaluated, and the code that trained (provenance.other_versions)
+        "code_version": code_version(),
+        "model_code_version": meta.get("code_version"),
         **(forgetting(model_path, init, synthetic_manifest) if init else {}),
     }
     write_parity(parity_out, test_records, test_preds)

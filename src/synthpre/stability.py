@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from .atomic import write_json
+from .provenance import code_version
 from .frames import write_frames
 from .label import isolated_atom_energies
 from .stability_md import (StabilitySettings, check_species, drift_meV_per_atom_ps,
@@ -81,7 +82,7 @@ def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frame
            "starts": starts_path, "protocol": dataclasses.asdict(cfg.protocol),
            "failure_criteria": dataclasses.asdict(cfg.failure),
            "analysis": dataclasses.asdict(cfg.analysis), "runs": runs,
-           "summary": summarise(runs, cfg.protocol)}
+           "summary": summarise(runs, cfg.protocol), "code_version": code_version()}
     if model is not None:
         out["summary"]["relabel"] = pooled_relabel([r.pop("_relabel") for r in runs])
     else:
