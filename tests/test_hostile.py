@@ -222,7 +222,7 @@ def full_disk(tmp_path):
                                             str(mount)], capture_output=True).returncode != 0:
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield mount
-    subprocess.run(["umount", str(mount)], check=True)
+    subprocess.run(["umount", "-l", str(mount)], check=True)  # lazy: a test that failed may hold a file
 
 
 def test_a_full_disk_names_the_path_and_the_cause(full_disk):
@@ -274,6 +274,30 @@ def test_parse_time_checks_use_the_workflows_own_src(tmp_path):
                           capture_output=True, text=True, timeout=300, env=env)
     text = proc.stdout + proc.stderr
     assert proc.returncode != 0 and "marker: the checkout's own code" in text, text[-2000:]
+
+
+# --- 2. the files a teacher reads -----------------------------------------------------------
+
+def test_a_teachers_own_files_are_inputs_and_the_wheels_only_contents(tmp_path, monkeypatch):
+    from synthpre.input_files import content_sha256, teacher_digests, teacher_inputs
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(Path(potentials_dir()) / "C.lcbop", "C.lcbop")
+    (tmp_path / "model.pt").write_bytes(b"weights")
+    custom = {"own": {"pair_style": "lcbop", "pair_coeff": "* * C.lcbop {elements}",
+                      "elements": ["C"]},
+              "net": {"kind": "ase", "model_path": "model.pt", "elements": ["C"]}}
+    assert teacher_inputs("own", custom) == ["C.lcbop"]
+    assert teacher_inputs("net", custom) == ["model.pt"]
+    assert teacher_inputs("snap_c", custom) == []  # the wheel's files: software, not inputs
+    wheel = json.loads(teacher_digests("lcbop", custom))
+    assert wheel == {"{potentials}/C.lcbop": content_sha256(str(Path(potentials_dir()) /
+                                                                 "C.lcbop"))}
+    before = teacher_digests("net", custom)
+    st = (tmp_path / "model.pt").stat()
+    (tmp_path / "model.pt").write_bytes(b"weightz")  # same size, old time: content decides
+    os.utime(tmp_path / "model.pt", ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert teacher_digests("net", custom) != before
 
 
 # --- 2, 3, 5 on a finished tiny run ---------------------------------------------------------
