@@ -8,6 +8,10 @@ from snakemake.utils import min_version, validate
 
 min_version("9.0")
 
+# Parse-time checks (common.smk) import this workflow's own src/, not whichever synthpre the
+# Python running Snakemake has installed (jobs get it through PYTHONPATH, below).
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+
 # The carbon demo (config.yaml, found from any directory) only when no --configfile is given:
 # a study's config stands alone on the schema's defaults (synthpre/config.py), and one without
 # `run` is named after its last file.

@@ -139,8 +139,12 @@ def test_truncated_shard_and_empty_model_are_named(finished, tmp_path):
     assert f"{shard}: sha256" in proc.stderr and "differs from" in proc.stderr
     assert "Traceback" not in proc.stderr
     from synthpre.shard_files import read_shard
-    with pytest.raises(ValueError, match=f"{shard}: not a readable shard"):
+    with pytest.raises(ValueError, match=f"{shard}: sha256"):  # every reader checks the manifest
         read_shard(shard)
+    loose = tmp_path / "loose.h5"  # a shard no manifest lists: the HDF5 reader names it
+    shutil.copy(shard, loose)
+    with pytest.raises(ValueError, match=f"{loose}: not a readable shard"):
+        read_shard(loose)
 
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")

@@ -6,6 +6,7 @@ Snakemake (or a resumed job) could take as finished.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -26,10 +27,27 @@ def atomic_path(target: str | os.PathLike):
     try:
         yield Path(tmp)
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as err:
+        full = isinstance(err, Exception) and _disk_full(err, target.parent)  # before unlink
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if full:
+            raise OSError(errno.ENOSPC, f"no space left on device writing {target} (nothing "
+                          f"was written there; free space and rerun)") from err
         raise
+
+
+def _disk_full(err: Exception, folder: Path) -> bool:
+    """Whether writing failed for want of space: ENOSPC, or a library's own message for it
+    (torch.save says only 'basic_ios::clear: iostream error'; h5py 'Can't write data'), told
+    by the folder's file system having no block left for this user."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ cluster's LAMMPS build or data, and still stops before any job is submitted."""
 from __future__ import annotations
 
 import os
+import re
 import zlib
 
 from .cells import cell_composition, check_packing
@@ -21,6 +22,26 @@ DFT_PREFIX = "dft:"
 
 class ConfigError(ValueError):
     pass
+
+
+# Names that become folders, wildcards and command-line words; the schema's
+# definitions.name.pattern (tests/test_hostile.py checks they agree).
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
+def check_names(config: dict) -> None:
+    """Every name that becomes a path or a wildcard matches NAME_PATTERN, named by its field
+    (the schema says so too; this also guards configs handed to the library directly)."""
+    fields = [("run", config.get("run"))]
+    fields += [("teachers", name) for name in (config.get("teachers") or {})]
+    syn = config.get("synthetic") or {}
+    fields += [("synthetic.teacher", syn.get("teacher"))]
+    fields += [("synthetic.labellers", name) for name in syn.get("labellers") or []]
+    for field, name in fields:
+        if not isinstance(name, str) or not re.fullmatch(NAME_PATTERN, name):
+            raise ConfigError(f"config field '{field}': name {name!r} does not match "
+                              f"{NAME_PATTERN} (letters, digits, '_', '.', '-'; it becomes a "
+                              f"folder and a command-line word)")
 
 
 def md_jobs(synthetic: dict) -> list[str]:
@@ -49,6 +70,7 @@ def parse_job(job: str) -> tuple[float, float, int]:
 def check_config(config: dict, read_data: bool = True) -> list[str]:
     """Raise ConfigError for bad input; return the problems of this LAMMPS (see above).
     ``read_data``: also read the real-data file (once, in Snakemake's main process)."""
+    check_names(config)
     syn, custom = config["synthetic"], config.get("teachers", {})
     elements = config["elements"]
     machine: list[str] = []
@@ -59,7 +81,9 @@ def check_config(config: dict, read_data: bool = True) -> list[str]:
                 teacher = get_teacher(name, custom)
                 teacher.commands(elements)  # raises if an element is not covered
             except ValueError as err:
-                raise ConfigError(f"config field '{field}': {err}") from None
+                message = str(err)
+                raise ConfigError(message if message.startswith("config field") else
+                                  f"config field '{field}': {message}") from None
             try:
                 teacher.check()  # pair style in this LAMMPS build, potential files exist
             except (ValueError, FileNotFoundError) as err:

@@ -8,6 +8,7 @@ import re
 import numpy as np
 
 from .atomic import atomic_path, read_json, write_json
+from .provenance import code_version
 from .modelfile import load_model
 from .replay import shift_energies
 from .shard import synthetic_validation
@@ -134,6 +135,9 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
         "model": model_path,
         **({"shift_fitted_on_n": meta["shift_fitted_on_n"]} if info["mode"] == "pretrained"
            else {}),
+        # the code that evaluated, and the code that trained (provenance.other_versions)
+        "code_version": code_version(),
+        "model_code_version": meta.get("code_version"),
         **(forgetting(model_path, init, synthetic_manifest) if init else {}),
         **teacher_knowledge(info["mode"], synthetic_manifest),
     }

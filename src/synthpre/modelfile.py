@@ -13,6 +13,7 @@ import torch
 
 from .atomic import atomic_path
 from .model import NequIP
+from .provenance import code_version
 
 
 MODEL_KEYS = ("config", "state_dict", "species", "e0", "meta")
@@ -25,7 +26,7 @@ def save_model(path: str | os.PathLike, model: NequIP, meta: dict) -> None:
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "species": list(model.species),
         "e0": {k: float(v) for k, v in meta.get("e0", {}).items()},
-        "meta": dict(meta),
+        "meta": {"code_version": code_version(), **meta},
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)

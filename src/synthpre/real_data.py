@@ -15,9 +15,10 @@ import numpy as np
 from ase import Atoms
 
 from .atomic import write_json
+from .provenance import code_version
 from .composition import fit_per_species, species_counts
 from .frames import read_frames, to_record
-from .shard_files import read_shard, write_shard
+from .shard_files import read_shard, sha256, write_shard
 
 
 def fit_e0(frames: list[Atoms], energies: np.ndarray, elements: list[str]) -> dict[str, float]:
@@ -34,8 +35,67 @@ def fit_e0(frames: list[Atoms], energies: np.ndarray, elements: list[str]) -> di
     return {s: float(c) for s, c in zip(elements, coef) if s in present}
 
 
+def closest_distance(atoms: Atoms) -> float:
+    """The shortest distance between two atoms, or an atom and a periodic image of any atom.
+
+    Plain numpy (a neighbour-list library would import torch at parse time, 3.5 s here). In a
+    fully periodic cell the difference wrapped to fractional [-1/2, 1/2) is the nearest image
+    whenever it is shorter than half the cell's smallest height h (a vector that short has
+    every fractional component below 1/2), so one image per pair decides, as for typical
+    cells; otherwise (tiny, or partly periodic cells) the 27 neighbouring images are searched.
+    """
+    pos = np.asarray(atoms.positions, dtype=np.float64)
+    pbc = np.asarray(atoms.pbc, dtype=bool)
+    cell = np.asarray(atoms.cell.array, dtype=np.float64)
+    if not pbc.any():
+        return _closest(pos, np.zeros((1, 3)), None)
+    if pbc.all():
+        heights = 1.0 / np.linalg.norm(np.linalg.inv(cell), axis=0)
+        frac = np.linalg.solve(cell.T, pos.T).T
+        wrapped = _closest(pos, np.zeros((1, 3)), (frac, cell))
+        if wrapped < heights.min() / 2:
+            return wrapped
+    shifts = np.array([(a, b, c) for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)
+                       if all(p or s == 0 for p, s in zip(pbc, (a, b, c)))], dtype=float)
+    return _closest(pos, shifts @ cell, None)
+
+
+def _closest(pos: np.ndarray, images: np.ndarray, wrap) -> float:
+    """Shortest |pos_j - pos_i + image| over pairs and ``images`` (the zero image first or
+    absent), an atom and itself excluded; ``wrap`` = (fractional positions, cell) wraps each
+    difference to its nearest image first. Rows in chunks: memory O(64 x n x images)."""
+    best = np.inf
+    zero = np.flatnonzero(~images.any(axis=1))
+    for start in range(0, len(pos), 64):
+        if wrap is None:
+            diff = pos[None, :, :] - pos[start:start + 64, None, :]
+        else:
+            frac, cell = wrap
+            dfrac = frac[None, :, :] - frac[start:start + 64, None, :]
+            diff = (dfrac - np.round(dfrac)) @ cell
+        d = np.linalg.norm(diff[:, :, None, :] + images[None, None, :, :], axis=-1)
+        rows = np.arange(d.shape[0])
+        if len(zero):
+            d[rows, start + rows, zero[0]] = np.inf  # an atom and itself
+        best = min(best, float(d.min()))
+    return best
+
+
+def check_distances(path: str, index: int, atoms: Atoms, min_distance: float) -> None:
+    """Refuse a structure with two atoms closer than ``min_distance`` (periodic images
+    included), naming the file and structure."""
+    if min_distance <= 0 or len(atoms) == 0:
+        return
+    closest = closest_distance(atoms)
+    if closest < min_distance:
+        raise ValueError(f"{path}, structure {index}: two atoms {closest:.3f} Angstrom apart, "
+                         f"closer than config field 'real.min_distance' ({min_distance}); "
+                         f"fix or drop the structure (or lower real.min_distance)")
+
+
 def load_real(paths: list[str], elements: list[str], energy_key: str, forces_key: str,
-              config_type_key: str, split_key: str, e0, exclude_config_types: list[str]):
+              config_type_key: str, split_key: str, e0, exclude_config_types: list[str],
+              min_distance: float = 0.0):
     """Read and check a real data set (one or more files, in order); return (records,
     is_test flags or None, e0)."""
     sources = [(path, index, atoms) for path in paths
@@ -49,6 +109,11 @@ def load_real(paths: list[str], elements: list[str], energy_key: str, forces_key
                              f"model's set {elements} (config field 'elements')")
     sources = [s for s in sources
                if str(s[2].info.get(config_type_key, "")) not in set(exclude_config_types)]
+    if not sources:
+        raise ValueError(f"config field 'real.exclude_config_types' {exclude_config_types} "
+                         f"drops every structure of {', '.join(paths)}")
+    for path, index, atoms in sources:
+        check_distances(path, index, atoms, min_distance)
     records = []
     for path, index, atoms in sources:
         record = to_record(atoms, path, index, energy_key, forces_key)
@@ -140,10 +205,10 @@ def check_sizes(pool_size: int, sizes: list[int]) -> None:
 def read_real(paths: list[str], elements: list[str], energy_key="energy", forces_key="forces",
               config_type_key="config_type", split_key="split", e0="file",
               exclude_config_types=(), test_fraction=0.2, split_seed=0, val_fraction=0.1,
-              val_max=100):
+              val_max=100, min_distance=0.0):
     """Records, (test, val, pool) indices and e0 of a real data set, as ``ingest`` splits it."""
     records, is_test, e0 = load_real(paths, elements, energy_key, forces_key, config_type_key,
-                                     split_key, e0, list(exclude_config_types))
+                                     split_key, e0, list(exclude_config_types), min_distance)
     return records, make_splits(len(records), is_test, test_fraction, split_seed,
                                 val_fraction, val_max), e0
 
@@ -158,7 +223,10 @@ def ingest(path: str | list[str], out_dir: str, elements: list[str], **real) -> 
     for name, idx in (("test", test), ("val", val), ("pool", pool)):
         write_shard(out / f"{name}.h5", [records[i] for i in idx], attrs)
     summary = {"source": paths, "e0": e0, "n_test": len(test), "n_val": len(val),
-               "n_pool": len(pool)}
+               "n_pool": len(pool), "code_version": code_version(),
+               # every reader of these files checks them against this (shard_files.read_shard)
+               "sha256": {f"{name}.h5": sha256(out / f"{name}.h5")
+                          for name in ("test", "val", "pool")}}
     write_json(out / "summary.json", summary)
     return summary
 

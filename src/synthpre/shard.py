@@ -8,7 +8,8 @@ import numpy as np
 
 from .atomic import read_json, write_json
 from .frames import read_frames, to_record
-from .shard_files import read_column, read_shard, sha256, write_shard
+from .provenance import code_version
+from .shard_files import read_column, read_shard, sha256, verify_checksums, write_shard
 from .stats import dataset_stats
 
 
@@ -75,6 +76,7 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
         "failed_trajectories": failures,
         "filters": {"min_time_ps": min_time_ps, "max_force": max_force},
         "stats": {split: dataset_stats(recs, r_max) for split, recs in by_split.items()},
+        "code_version": code_version(),
     }
     manifest.update(extra or {})
     write_json(out / "manifest.json", manifest)
@@ -119,9 +121,13 @@ def pretraining_subset(paths: list[str], size: int, seed: int) -> dict[str, list
 
 
 def shard_paths(manifest_path: str, split: str) -> list[str]:
+    """The ``split`` shards a manifest lists, each checked against its checksum there (once
+    per process per file), so no reader of shards takes a corrupt or changed one."""
     manifest = read_json(manifest_path, "shard manifest")
     folder = os.path.dirname(manifest_path)
-    return [os.path.join(folder, s["file"]) for s in manifest["shards"] if s["split"] == split]
+    entries = [s for s in manifest["shards"] if s["split"] == split]
+    verify_checksums(folder, entries, manifest_path)
+    return [os.path.join(folder, s["file"]) for s in entries]
 
 
 # Pre-training validates on (and forgetting is measured on) at most this many structures.
@@ -131,4 +137,8 @@ MAX_VAL_STRUCTURES = 1000
 def synthetic_validation(manifest_path: str) -> list[dict]:
     """The first MAX_VAL_STRUCTURES structures of a labeller's validation shards."""
     records = [r for p in shard_paths(manifest_path, "val") for r in read_shard(p)]
+    if not records:
+        raise ValueError(f"{manifest_path}: no validation structures (no val shards, or empty "
+                         f"ones): synthetic.val_fraction must leave at least one trajectory "
+                         f"for validation, and it must not fail or be filtered out")
     return records[:MAX_VAL_STRUCTURES]

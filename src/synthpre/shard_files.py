@@ -7,6 +7,7 @@ Values are stored at full precision, so a shard round-trips exactly.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 from collections.abc import Iterator
@@ -47,6 +48,9 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
     complete shard, or labels that are not finite, raise ValueError naming the file."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"shard {path} not found")
+    listed = listed_sha256(path)
+    if listed is not None:
+        verify_file(path, *listed)
     try:
         with h5py.File(path, "r") as h5:
             ptr = h5["ptr"][:].tolist()
@@ -96,18 +100,63 @@ def read_attrs(path: str | os.PathLike) -> dict:
         raise ValueError(f"{path}: not a readable HDF5 file ({err})") from err
 
 
+# Files whose content matched their manifest in this process: (path, size, mtime, ctime,
+# expected sha256). ctime changes on any write, so a file changed since is read again.
+_VERIFIED: set[tuple] = set()
+
+
 def verify_checksums(folder: str | os.PathLike, shards: list[dict], source: str) -> None:
     """Each shard's sha256 against ``source`` (the manifest that lists them): a changed or
-    corrupt shard must not train silently."""
+    corrupt shard must not train or be measured on silently. Every reader of shards calls
+    this (``synthpre.shard.shard_paths``); each file is hashed once per process."""
     for entry in shards:
-        path = os.path.join(folder, entry["file"])
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"shard {path} listed in {source} not found")
-        digest = sha256(path)
-        if digest != entry["sha256"]:
-            raise ValueError(f"{path}: sha256 {digest[:12]}... differs from {entry['sha256'][:12]}"
-                             f"... in {source}: the shard is corrupt or was changed; rerun the "
-                             f"shard rule (delete {source})")
+        verify_file(os.path.join(folder, entry["file"]), entry["sha256"], source)
+
+
+# The files that list a folder's shards with their sha256: a labeller's shard manifest and
+# the real data's summary (synthpre.real_data.ingest).
+CHECKSUM_LISTS = ("manifest.json", "summary.json")
+_LISTS: dict[tuple, dict] = {}
+
+
+def listed_sha256(path: str | os.PathLike) -> tuple[str, str] | None:
+    """(sha256, list file) for a shard that its folder's manifest or summary lists, else None
+    (a shard written by hand or by a test, outside a pipeline folder)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    for list_name in CHECKSUM_LISTS:
+        list_path = os.path.join(folder, list_name)
+        try:
+            st = os.stat(list_path)
+        except FileNotFoundError:
+            continue
+        key = (list_path, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key not in _LISTS:
+            try:
+                with open(list_path) as fh:
+                    data = json.load(fh)
+            except (OSError, ValueError) as err:
+                raise ValueError(f"{list_path}: not a valid JSON list of shards ({err})") from err
+            sums = {e["file"]: e["sha256"] for e in data.get("shards", []) if "sha256" in e}
+            _LISTS[key] = {**sums, **data.get("sha256", {})}
+        if name in _LISTS[key]:
+            return _LISTS[key][name], list_path
+    return None
+
+
+def verify_file(path: str | os.PathLike, expected: str, source: str) -> None:
+    """``path``'s sha256 against ``expected`` from ``source``; raise naming both if not."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"shard {path} listed in {source} not found")
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, expected)
+    if key in _VERIFIED:
+        return
+    digest = sha256(path)
+    if digest != expected:
+        raise ValueError(f"{path}: sha256 {digest[:12]}... differs from {expected[:12]}"
+                         f"... in {source}: the shard is corrupt or was changed; rerun the "
+                         f"rule that wrote it (delete {source})")
+    _VERIFIED.add(key)
 
 
 def iter_shards(paths: list[str], rng: np.random.Generator | None = None,

@@ -21,6 +21,7 @@ import numpy as np
 from ase import Atoms
 
 from .atomic import write_json
+from .provenance import code_version
 from .frames import write_frames
 from .label import isolated_atom_energies
 from .stability_md import (StabilitySettings, check_species, classify,
@@ -150,7 +151,7 @@ def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frame
            "failure_criteria": dataclasses.asdict(cfg.failure),
            "analysis": dataclasses.asdict(cfg.analysis), "warnings": warnings,
            "unphysical_rule": rule, "runs": runs,
-           "summary": summarise(runs, cfg.protocol)}
+           "summary": summarise(runs, cfg.protocol), "code_version": code_version()}
     if model is not None:
         out["summary"]["relabel"] = pooled_relabel([r.pop("_relabel") for r in runs])
     else:

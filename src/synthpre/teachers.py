@@ -46,6 +46,42 @@ BUILTIN_TEACHERS: dict[str, dict] = {
 }
 
 
+# What a teacher string may not hold unless its config says ``trusted: true``: LAMMPS reads
+# a line break as a new command (``shell``, ``include``, ``python`` would then run), ``&`` as
+# a continuation, ``#`` as a comment that hides the rest, ``$x``/``${x}``/``$(...)`` as
+# variable and formula expansion, ``v_x`` as a variable reference, and quote characters could
+# join what follows into one word. A teacher is data: a pair style, its arguments and files.
+LAMMPS_FORBIDDEN_CHARS = {"&": "'&' (line continuation)", "$": "'$' (variable expansion)",
+                          "#": "'#' (comment)", '"': "a double quote", "'": "a single quote",
+                          ";": "';'"}
+LAMMPS_FORBIDDEN_WORDS = ("shell", "include", "python", "jump", "label", "variable")
+FORMAT_FIELD = re.compile(r"\{(potentials|elements)\}")
+
+
+def check_lammps_line(text: str, where: str, quoted_ok: bool = False) -> None:
+    """Refuse a teacher string that could make LAMMPS do more than set up a pair style (see
+    LAMMPS_FORBIDDEN_CHARS). Called when a config is checked and again where the strings
+    reach LAMMPS (``Teacher.commands``). ``quoted_ok``: a pair_coeff template, whose quotes
+    group a path with spaces (shlex) before LAMMPS sees it; its words are checked again."""
+    bad = next((c for c in text if (ord(c) < 32 and c != chr(9)) or ord(c) == 127), None)
+    if bad is not None:
+        raise ValueError(f"{where}: {'a line break' if bad in chr(10) + chr(13) else repr(bad)}"
+                         f" in {text!r}; a teacher's LAMMPS string is one line (a raw LAMMPS "
+                         f"command needs 'trusted: true', trusted code)")
+    for char, what in LAMMPS_FORBIDDEN_CHARS.items():
+        if char in text and not (quoted_ok and char in "\"'"):
+            raise ValueError(f"{where}: {what} in {text!r} is not allowed in a teacher's LAMMPS "
+                             f"string (set 'trusted: true', trusted code, to pass it as written)")
+    if "{" in FORMAT_FIELD.sub("", text) or "}" in FORMAT_FIELD.sub("", text):
+        raise ValueError(f"{where}: braces other than {{potentials}} and {{elements}} in "
+                         f"{text!r}")
+    for word in text.split():
+        if word.lower() in LAMMPS_FORBIDDEN_WORDS or word.startswith("v_"):
+            raise ValueError(f"{where}: the word '{word}' in {text!r} is not allowed in a "
+                             f"teacher's LAMMPS string (a LAMMPS command or variable; set "
+                             f"'trusted: true', trusted code, to pass it as written)")
+
+
 POTENTIAL_FILE = re.compile(r"[^*\s]+\.[A-Za-z][\w-]*")
 
 
@@ -71,6 +107,7 @@ class Teacher:
     kind: str = "lammps"        # "lammps" (a pair style) or "ase" (a calculator, fix external)
     calculator: str = ""        # kind "ase": "module:callable" returning an ASE calculator
     kwargs: dict = field(default_factory=dict)
+    trusted: bool = False       # kind "lammps": strings go to LAMMPS unchecked (trusted code)
 
     @property
     def is_ase(self) -> bool:
@@ -94,7 +131,16 @@ class Teacher:
                              f"it covers {covers}")
         if self.is_ase:
             return []
-        coeff = " ".join(_lammps_quote(t) for t in self.coeff_tokens(" ".join(elements)))
+        if self.trusted:  # as written: lines after the first are commands of their own
+            coeff = self.pair_coeff.replace("{potentials}", potentials_dir())
+            return [f"pair_style {self.pair_style}",
+                    f"pair_coeff {coeff.replace('{elements}', ' '.join(elements))}"]
+        # checked again here, where the strings reach LAMMPS (defence in depth)
+        check_lammps_line(self.pair_style, f"teacher '{self.name}' pair_style")
+        words = self.coeff_tokens(" ".join(elements))
+        for word in words:
+            check_lammps_line(word, f"teacher '{self.name}' pair_coeff")
+        coeff = " ".join(_lammps_quote(t) for t in words)
         return [f"pair_style {self.pair_style}", f"pair_coeff {coeff}"]
 
     def coeff_tokens(self, elements: str = "") -> list[str]:
@@ -154,8 +200,13 @@ def get_teacher(name: str, custom: dict | None = None) -> Teacher:
                        kind="ase", calculator=calculator, kwargs=kwargs)
     if spec.get("kind", "lammps") != "lammps":
         raise ValueError(f"teacher '{name}': unknown kind '{spec['kind']}' (lammps or ase)")
+    trusted = bool(spec.get("trusted", False))
+    if not trusted:
+        for key in ("pair_style", "pair_coeff"):
+            check_lammps_line(spec[key], f"config field 'teachers.{name}.{key}'",
+                              quoted_ok=key == "pair_coeff")
     return Teacher(name=name, pair_style=spec["pair_style"], pair_coeff=spec["pair_coeff"],
-                   elements=list(spec["elements"]))
+                   elements=list(spec["elements"]), trusted=trusted)
 
 
 def finetuned_teacher(name: str, spec: dict) -> Teacher:

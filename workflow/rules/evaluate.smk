@@ -24,7 +24,7 @@ rule evaluate:
         "../../envs/core.yaml"
     shell:
         "synthpre evaluate --model {input.model:q} --test {input.test:q} --val {input.val:q} "
-        "--point {wildcards.point} {params.forgetting} --out {output.metrics:q} "
+        "--point {wildcards.point:q} {params.forgetting} --out {output.metrics:q} "
         "--parity {output.parity:q} > {log:q} 2>&1"
 
 

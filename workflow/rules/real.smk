@@ -22,6 +22,8 @@ rule dft:
         f"{RESULTS}/dft/batch{{k}}.extxyz",
     params:
         settings=lambda w: settings("dft"),
+        # not derived from `input`: Snakemake records no param that is
+        content=lambda w: content(structures=config["real"]["source"].removeprefix(DFT_PREFIX)),
         cache=f"{RESULTS}/dft/cache",
     log:
         f"{RESULTS}/logs/dft/batch{{k}}.log",
@@ -31,7 +33,7 @@ rule dft:
         "../../envs/dft.yaml"
     shell:
         "synthpre dft --settings {params.settings:q} --structures {input:q} "
-        "--batch {wildcards.k} --cache-dir {params.cache:q} --out {output:q} > {log:q} 2>&1"
+        "--batch {wildcards.k:q} --cache-dir {params.cache:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule fetch_real:
@@ -59,6 +61,8 @@ rule real_data:
         summary=f"{RESULTS}/real/summary.json",
     params:
         settings=lambda w: settings("real"),
+        # a file given as real.source: its content (generated sources are Snakemake outputs)
+        content=lambda w: content(source=config["real"]["source"]),
         out_dir=folder_of("summary"),
     log:
         f"{RESULTS}/logs/real_data.log",

@@ -5,6 +5,8 @@
 from synthpre.stability_md import check_stability_config
 
 STAB_STARTS = check_stability_config(config)  # file errors name the field before any job
+# a start file of the study's own: its content is a param of the jobs that read it
+STAB_OWN_STARTS = {} if STAB_STARTS in ("test", "teacher") else {"starts": STAB_STARTS}
 if STAB_STARTS == "test":
     STAB_STARTS = f"{RESULTS}/real/test.h5"
 elif STAB_STARTS == "teacher":
@@ -21,10 +23,12 @@ wildcard_constraints:
 rule stability_starts:
     input:
         teacher_model=finetuned_teacher_file(SYN["teacher"]),
+        potential=teacher_input(SYN["teacher"]),
     output:
         f"{RESULTS}/stability/starts.extxyz",
     params:
         settings=lambda w: settings("stability_starts"),
+        content=lambda w: content(SYN["teacher"]),
         mpi=lambda w, resources: mpi_prefix(resources, SYN["teacher"]),  # as rule md
     log:
         f"{RESULTS}/logs/stability/starts.log",
@@ -42,11 +46,13 @@ rule stability_reference:
         starts=STAB_STARTS,
         test=f"{RESULTS}/real/test.h5",
         teacher_model=finetuned_teacher_file(SYN["teacher"]),
+        potential=teacher_input(SYN["teacher"]),
     output:
         json=f"{RESULTS}/stability/reference/stability.json",
         frames=f"{RESULTS}/stability/reference/frames.extxyz",
     params:
         settings=lambda w: settings("stability"),
+        content=lambda w: content(SYN["teacher"], **STAB_OWN_STARTS),
     log:
         f"{RESULTS}/logs/stability/reference.log",
     benchmark:
@@ -65,11 +71,13 @@ rule stability:
         reference=f"{RESULTS}/stability/reference/stability.json",
         metrics=stability_metrics,
         teacher_model=finetuned_teacher_file(SYN["teacher"]),
+        potential=teacher_input(SYN["teacher"]),  # relabels the model's frames
     output:
         json=f"{RESULTS}/{{model_dir}}/stability.json",
         frames=f"{RESULTS}/{{model_dir}}/stability-frames.extxyz",
     params:
         settings=lambda w: settings("stability"),
+        content=lambda w: content(SYN["teacher"], **STAB_OWN_STARTS),
     resources:
         run_options=RUN_OPTIONS["stability"],
     log:

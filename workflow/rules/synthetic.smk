@@ -4,7 +4,8 @@
 
 wildcard_constraints:
     job=r"d[0-9.]+-T[0-9.]+-r[0-9]+",
-    labeller=r"[A-Za-z0-9_.-]+",
+    labeller=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    teacher=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
 
 
 rule teacher_finetune:
@@ -29,11 +30,13 @@ rule teacher_finetune:
 rule md:
     input:
         teacher_model=lambda w: finetuned_teacher_file(w.teacher),
+        potential=lambda w: teacher_input(w.teacher),
     output:
         frames=f"{RESULTS}/md/{{teacher}}/{{job}}/frames.extxyz",
         status=f"{RESULTS}/md/{{teacher}}/{{job}}/md.json",
     params:
         settings=lambda w: settings("md", w.teacher),
+        content=lambda w: content(w.teacher),
         # MPI ranks: resources tasks > 1 (profiles set them) prefix the command with the MPI
         # launcher (resource "mpi", default mpiexec; "srun" on SLURM); one rank runs plain.
         mpi=lambda w, resources: mpi_prefix(resources, w.teacher),
@@ -44,8 +47,8 @@ rule md:
     conda:
         "../../envs/foundation.yaml"
     shell:
-        "{params.mpi}synthpre md --settings {params.settings:q} --teacher {wildcards.teacher} "
-        "--job {wildcards.job} --out-frames {output.frames:q} --out-status {output.status:q} "
+        "{params.mpi}synthpre md --settings {params.settings:q} --teacher {wildcards.teacher:q} "
+        "--job {wildcards.job:q} --out-frames {output.frames:q} --out-status {output.status:q} "
         "> {log:q} 2>&1"
 
 
@@ -53,10 +56,12 @@ rule label:
     input:
         frames=f"{RESULTS}/md/{SYN['teacher']}/{{job}}/frames.extxyz",
         labeller_model=lambda w: finetuned_teacher_file(w.labeller),
+        potential=lambda w: teacher_input(w.labeller),
     output:
         f"{RESULTS}/labels/{{labeller}}/{{job}}.extxyz",
     params:
         settings=lambda w: settings("label", w.labeller),
+        content=lambda w: content(w.labeller),
         mpi=lambda w, resources: mpi_prefix(resources, w.labeller),
     log:
         f"{RESULTS}/logs/label/{{labeller}}/{{job}}.log",
@@ -65,7 +70,7 @@ rule label:
     conda:
         "../../envs/foundation.yaml"
     shell:
-        "{params.mpi}synthpre label --settings {params.settings:q} --labeller {wildcards.labeller} "
+        "{params.mpi}synthpre label --settings {params.settings:q} --labeller {wildcards.labeller:q} "
         "--frames {input.frames:q} --out {output:q} > {log:q} 2>&1"
 
 

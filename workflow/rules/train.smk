@@ -7,7 +7,9 @@ REAL_DATA = {"pool": f"{RESULTS}/real/pool.h5", "val": f"{RESULTS}/real/val.h5"}
 
 # A pre-trained model's folder: <labeller> (all synthetic structures) or <labeller>/k<size>.
 wildcard_constraints:
-    pre=r"[A-Za-z0-9_.-]+(/k[0-9]+)?",
+    pre=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/k[0-9]+)?",
+    n=r"[0-9]+",
+    seed=r"[0-9]+",
 
 
 rule pretrain:
@@ -55,8 +57,8 @@ rule finetune:
         "../../envs/core.yaml"
     shell:
         "synthpre train --settings {params.settings:q} --run-options {resources.run_options:q} "
-        "--stage {params.stage} --real-dir {params.real_dir:q} --n {wildcards.n} "
-        "--seed {wildcards.seed} "
+        "--stage {params.stage:q} --real-dir {params.real_dir:q} --n {wildcards.n:q} "
+        "--seed {wildcards.seed:q} "
         "--init {input.init:q} {params.extra} --out {output.model:q} > {log:q} 2>&1"
 
 
@@ -112,6 +114,6 @@ rule scratch:
         "../../envs/core.yaml"
     shell:
         "synthpre train --settings {params.settings:q} --run-options {resources.run_options:q} "
-        "--stage scratch --real-dir {params.real_dir:q} --n {wildcards.n} "
-        "--seed {wildcards.seed} "
+        "--stage scratch --real-dir {params.real_dir:q} --n {wildcards.n:q} "
+        "--seed {wildcards.seed:q} "
         "--out {output.model:q} > {log:q} 2>&1"
