@@ -79,4 +79,4 @@ def test_post_deploy_adds_a_synthpre_command_that_runs_the_environment_python(tm
     assert str(prefix / "bin" / "python") in launcher.read_text()
     out = subprocess.run([str(launcher), "--help"], capture_output=True, text=True, check=True,
                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
-    assert "md,label,shard" in out.stdout
+    assert "{md,label,teacher-finetune,shard," in out.stdout

@@ -47,7 +47,11 @@ class _Tracing:
 def _fused() -> bool:
     """True while torch.compile traces a kernel body: broadcast products then fuse with the
     surrounding gathers, weights and sums into one loop, while in eager mode a batched matmul
-    (one call instead of several materialised temporaries) is the faster form."""
+    (one call instead of several materialised temporaries) is the faster form. An exported
+    (TorchScript) model runs eagerly: the script compiler skips the rest (``_Tracing`` is a
+    Python class it cannot read)."""
+    if torch.jit.is_scripting():
+        return False
     return torch.compiler.is_compiling() or (_Tracing.active and _Tracing.fused)
 
 

@@ -93,7 +93,7 @@ def pretrained_points():
 
 def shift_fit_args(wildcards):
     """--fit-shift-n <smallest n> when fine-tuning fits the energy shift, else nothing."""
-    return f"--fit-shift-n {min(FT['n_train'])}" if FT["fit_shift"] else ""
+    return shlex.join(["--fit-shift-n", str(min(FT["n_train"]))]) if FT["fit_shift"] else ""
 
 
 def stability_metrics(w):
@@ -115,9 +115,9 @@ def finetuned_teacher_file(name):
 
 
 # Quoting: every wildcard and file in a rule's shell is {...:q}. The unquoted fragments are
-# argument lists built here with shlex.quote (pretrain_size, forgetting_args, replay's extra)
-# or launchers from the profile's resources (mpi_prefix, data_parallel): a profile is trusted
-# code, a config is data.
+# argument lists built here with shlex.quote (pretrain_size, forgetting_args, the extra of
+# replay and evaluate_pretrained) or launchers from the profile's resources (mpi_prefix,
+# data_parallel): a profile is trusted code, a config is data.
 def mpi_prefix(resources, potential):
     """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
     An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""

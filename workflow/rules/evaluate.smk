@@ -40,7 +40,8 @@ rule evaluate_pretrained:
     wildcard_constraints:
         seed=r"[0-9]+",
     params:
-        shift=shift_fit_args,
+        extra=shift_fit_args,
+        point=lambda w: f"pretrained/{w.pre}/n0/s{w.seed}",
         real_dir=folder_of("pool"),
     log:
         f"{RESULTS}/logs/evaluate/pretrained/{{pre}}/n0/s{{seed}}.log",
@@ -50,7 +51,7 @@ rule evaluate_pretrained:
         "../../envs/core.yaml"
     shell:
         "synthpre evaluate --model {input.model:q} --test {input.test:q} --val {input.val:q} "
-        "--point pretrained/{wildcards.pre}/n0/s{wildcards.seed} {params.shift} "
+        "--point {params.point:q} {params.extra} "
         "--real-dir {params.real_dir:q} --out {output.metrics:q} --parity {output.parity:q} "
         "> {log:q} 2>&1"
 
