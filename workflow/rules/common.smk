@@ -4,6 +4,7 @@ import os
 import shlex
 
 from synthpre import job_settings
+from synthpre.alchemical import md_folder, source_teacher
 from synthpre.config_check import ConfigError, check_config, config_warnings, md_jobs
 from synthpre.teachers import get_teacher
 
@@ -32,6 +33,9 @@ SYN = config["synthetic"]
 FT = config["finetune"]
 JOBS = md_jobs(SYN)
 LABELLERS = SYN["labellers"]
+# Whose MD each labeller labels: the teacher's, or an alchemical labeller's own
+# (synthpre.alchemical).
+MD_FOLDERS = sorted({md_folder(config, lab) for lab in LABELLERS})
 
 
 # How jobs run models (model.compile; in training also train.loader_workers and
@@ -91,7 +95,8 @@ def mpi_prefix(resources, potential):
     """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
     An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""
     tasks = int(getattr(resources, "tasks", 1) or 1)
-    if tasks <= 1 or get_teacher(potential, config.get("teachers")).is_ase:
+    teacher = get_teacher(source_teacher(config, potential), config.get("teachers"))
+    if tasks <= 1 or teacher.is_ase:
         return ""
     return f"{getattr(resources, 'mpi', None) or 'mpiexec'} -n {tasks} "
 

@@ -30,7 +30,7 @@ rule md:
 
 rule label:
     input:
-        frames=f"{RESULTS}/md/{SYN['teacher']}/{{job}}/frames.extxyz",
+        frames=lambda w: f"{RESULTS}/md/{md_folder(config, w.labeller)}/{w.job}/frames.extxyz",
     output:
         f"{RESULTS}/labels/{{labeller}}/{{job}}.extxyz",
     params:
@@ -51,7 +51,8 @@ rule shard:
     input:
         labelled=expand(f"{RESULTS}/labels/{{labeller}}/{{job}}.extxyz", job=JOBS,
                         allow_missing=True),
-        status=expand(f"{RESULTS}/md/{SYN['teacher']}/{{job}}/md.json", job=JOBS),
+        status=lambda w: expand(f"{RESULTS}/md/{md_folder(config, w.labeller)}/{{job}}/md.json",
+                                job=JOBS),
     output:
         manifest=f"{RESULTS}/shards/{{labeller}}/manifest.json",
     params:
