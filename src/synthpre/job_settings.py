@@ -67,6 +67,9 @@ def md(config: dict, teacher: str) -> dict:
             "seed": syn["seed"], "protocol": syn["protocol"],
             # only when set, so single-element configs keep their params (no MD reruns)
             **({"composition": syn["composition"]} if syn.get("composition") else {}),
+            # only when sampling is not MD, so MD configs keep their params (no reruns)
+            **({"rattle_relax": syn["rattle_relax"]}
+               if syn.get("sampling", "md") == "rattle-relax" else {}),
             **alchemical(config, teacher)}
 
 

@@ -177,10 +177,17 @@ def run_md_job(settings: dict, teacher_name: str, job: str, out_frames: str, out
                                    settings.get("composition"))  # optional: one element
     if alchemical:
         density = alchemical.source_density(density, composition)
-    result = run_trajectory(teacher, composition, density, anneal_t,
-                            Protocol.from_config(settings["protocol"]), seed,
-                            traj_id=f"{teacher_name}/{job}",
-                            min_distance=settings["min_distance"], lammps_args=lammps_args)
+    if "rattle_relax" in settings:  # synthetic.sampling: rattle-relax, not MD
+        from .rattle_relax import RattleRelax, run_chain
+        result = run_chain(teacher, composition, density,
+                           RattleRelax.from_config(settings["rattle_relax"]), seed,
+                           traj_id=f"{teacher_name}/{job}",
+                           min_distance=settings["min_distance"], lammps_args=lammps_args)
+    else:
+        result = run_trajectory(teacher, composition, density, anneal_t,
+                                Protocol.from_config(settings["protocol"]), seed,
+                                traj_id=f"{teacher_name}/{job}",
+                                min_distance=settings["min_distance"], lammps_args=lammps_args)
     if mpi_rank() != 0:
         return None
     status = {**result.info, "failure": result.failure, "n_frames": len(result.frames),
