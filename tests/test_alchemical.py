@@ -190,3 +190,21 @@ def test_adding_an_alchemical_labeller_leaves_every_other_job_as_it_was(tmp_path
     assert all("si_as_c" in c for c in tables(after) - tables(before))
     md = [c for c in new if c.startswith("synthpre md")]
     assert len(md) == 2 and all('"from": "Si"' in c and "md/si_as_c/" in c for c in md)
+
+
+def test_the_alchemical_example_plans_si_md_for_its_carbon_study(tmp_path):
+    """configs/alchemical.yaml alone (dry run): the Si SNAP's MD in md/snap_si_as_c/, its
+    labels read those frames, snap_c's labels the carbon MD; both pre-trained."""
+    (tmp_path / "data").symlink_to(REPO / "data")
+    proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "-p",
+                           "--configfile", str(REPO / "configs/alchemical.yaml")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    commands = re.findall(r"^Shell command: (.*)$", proc.stdout, re.M)
+    md = [c for c in commands if c.startswith("synthpre md")]
+    si = [c for c in md if "--teacher snap_si_as_c" in c]
+    assert len(md) == 8 and len(si) == 4
+    assert all('"teacher": "snap_si"' in c and "Si_Zuo_JPCA2020" in c for c in si)
+    labels = [c for c in commands if c.startswith("synthpre label")]
+    assert all(("md/snap_si_as_c/" in c) == ("--labeller snap_si_as_c" in c) for c in labels)
+    assert len([c for c in commands if "--stage pretrain" in c]) == 2
