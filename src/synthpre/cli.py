@@ -54,19 +54,16 @@ def cmd_md(args) -> None:
 def cmd_label(args) -> None:
     """Label one frames file; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
     from .frames import read_frames, write_frames
-    from .label import label_frames
+    from .label import label_job
     from .lammps_system import mpi_rank, omp_args
-    from .teachers import get_teacher
 
     settings = _settings(args) if (args.settings or args.configfile) else {"teachers": {}}
-    labeller = get_teacher(args.labeller, settings["teachers"])
     frames = read_frames(args.frames)
-    labelled = label_frames(frames, labeller, lammps_args=omp_args(args.omp_threads)) \
-        if frames else []
+    labelled = label_job(settings, args.labeller, frames, omp_args(args.omp_threads))
     if mpi_rank() != 0:
         return
     write_frames(args.out, labelled)
-    print(f"labelled {len(frames)} frames with {labeller.name}")
+    print(f"labelled {len(frames)} frames with {args.labeller}")
 
 
 def cmd_teacher_finetune(args) -> None:

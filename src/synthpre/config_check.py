@@ -74,20 +74,26 @@ def check_config(config: dict, read_data: bool = True) -> list[str]:
     syn, custom = config["synthetic"], config.get("teachers", {})
     elements = config["elements"]
     machine: list[str] = []
+    alchemical = syn.get("alchemical") or {}
     for field, names in (("synthetic.teacher", [syn["teacher"]]),
                          ("synthetic.labellers", syn["labellers"])):
         for name in names:
+            # an alchemical labeller's teacher covers the source element, not the study's
+            transmuted = field == "synthetic.labellers" and name in alchemical
+            checked = f"synthetic.alchemical.{name}" if transmuted else field
             try:
-                teacher = get_teacher(name, custom)
-                teacher.commands(elements)  # raises if an element is not covered
+                teacher = get_teacher(alchemical[name]["teacher"] if transmuted else name,
+                                      custom)
+                teacher.commands(source_elements(config, name) if transmuted
+                                 else elements)  # raises if an element is not covered
             except ValueError as err:
                 message = str(err)
                 raise ConfigError(message if message.startswith("config field") else
-                                  f"config field '{field}': {message}") from None
+                                  f"config field '{checked}': {message}") from None
             try:
                 teacher.check()  # pair style in this LAMMPS build, potential files exist
             except (ValueError, FileNotFoundError) as err:
-                machine.append(f"config field '{field}': {err}")
+                machine.append(f"config field '{checked}': {err}")
     try:
         counts = cell_composition(elements, syn["n_atoms"], syn.get("composition"))
     except ValueError as err:
@@ -108,6 +114,19 @@ def check_config(config: dict, read_data: bool = True) -> list[str]:
     if read_data and source.startswith(DFT_PREFIX):
         check_dft_structures(config)
     return machine
+
+
+def source_elements(config: dict, name: str) -> list[str]:
+    """The elements alchemical labeller ``name``'s teacher runs on; a name that is also a
+    teacher's would make its MD folder and jobs ambiguous, so it is refused."""
+    from .alchemical import Alchemical
+    from .teachers import BUILTIN_TEACHERS
+
+    if name in BUILTIN_TEACHERS or name in (config.get("teachers") or {}):
+        raise ValueError(f"'{name}' is a teacher's name; name the alchemical labeller "
+                         f"otherwise (e.g. {name}_as_{config['elements'][0]})")
+    spec = config["synthetic"]["alchemical"][name]
+    return Alchemical.from_config(name, spec).source_elements(config["elements"])
 
 
 def check_dft_structures(config: dict) -> None:

@@ -92,17 +92,32 @@ def teacher_real_structures(config: dict, labeller: str) -> int:
     return sum(seen.values())
 
 
+def alchemical(config: dict, name: str) -> dict:
+    """``{"alchemical": <its entry>}`` for an alchemical labeller (synthpre.alchemical), else
+    {}: other labellers' settings stay as they were, so adding one reruns no other job."""
+    spec = (config["synthetic"].get("alchemical") or {}).get(name)
+    return {"alchemical": spec} if spec else {}
+
+
 def md(config: dict, teacher: str) -> dict:
+    """An MD job: the teacher's, or an alchemical labeller's (its source teacher's MD)."""
     syn = config["synthetic"]
-    return {"teachers": teacher_spec(config, teacher), "elements": config["elements"],
+    source = syn["alchemical"][teacher]["teacher"] if alchemical(config, teacher) else teacher
+    return {"teachers": teacher_spec(config, source), "elements": config["elements"],
             "n_atoms": syn["n_atoms"], "min_distance": syn["min_distance"],
             "seed": syn["seed"], "protocol": syn["protocol"],
             # only when set, so single-element configs keep their params (no MD reruns)
-            **({"composition": syn["composition"]} if syn.get("composition") else {})}
+            **({"composition": syn["composition"]} if syn.get("composition") else {}),
+            # only when sampling is not MD, so MD configs keep their params (no reruns)
+            **({"rattle_relax": syn["rattle_relax"]}
+               if syn.get("sampling", "md") == "rattle-relax" else {}),
+            **alchemical(config, teacher)}
 
 
 def label(config: dict, labeller: str) -> dict:
-    return {"teachers": teacher_spec(config, labeller)}
+    spec = alchemical(config, labeller)
+    source = spec["alchemical"]["teacher"] if spec else labeller
+    return {"teachers": teacher_spec(config, source), **spec}
 
 
 def shard(config: dict, labeller: str | None = None) -> dict:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from ase import Atoms
 
+from .alchemical import alchemical_of
 from .foundation import label_batch, on_gpu
 from .frames import labelled_copy
 from .lammps_system import isolated_atom_energy, single_point
 from .progress import Progress
-from .teachers import Teacher
+from .teachers import Teacher, get_teacher
 
 
 def isolated_atom_energies(teacher: Teacher, elements: list[str], calculator=None,
@@ -41,3 +42,15 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
         labelled.append(labelled_copy(atoms, energy, forces, labeller.name, e0))
         progress.update(len(labelled))
     return labelled
+
+
+def label_job(settings: dict, labeller_name: str, frames: list[Atoms],
+              lammps_args: tuple[str, ...] = ()) -> list[Atoms]:
+    """Rule ``label``, from ``synthpre.job_settings.label``: the labeller's labels; for an
+    alchemical labeller, its source teacher's labels on its own MD frames, transformed to the
+    target element (synthpre.alchemical)."""
+    alchemical = alchemical_of(settings, labeller_name)
+    labeller = get_teacher(alchemical.teacher if alchemical else labeller_name,
+                           settings["teachers"])
+    labelled = label_frames(frames, labeller, lammps_args=lammps_args) if frames else []
+    return [alchemical.transform(a) for a in labelled] if alchemical else labelled

