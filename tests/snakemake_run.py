@@ -35,6 +35,11 @@ def planned_jobs(workdir: Path, **extra) -> dict[str, int]:
         [*SNAKEMAKE, "--directory", str(workdir), "-n", "--quiet", "rules", "--configfile",
          str(REPO / "configs" / "tiny.yaml"), str(plan)],
         capture_output=True, text=True, timeout=600)
+    return job_counts(proc)
+
+
+def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule in the output of ``snakemake -n --quiet rules`` (which must succeed)."""
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     counts = {}
     for line in proc.stdout.splitlines():

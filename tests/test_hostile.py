@@ -27,7 +27,7 @@ from synthpre.real_data import read_real
 from synthpre.shard import synthetic_validation
 from synthpre.teachers import Teacher, get_teacher
 
-from snakemake_run import REPO, SNAKEMAKE, snakemake
+from snakemake_run import REPO, SNAKEMAKE, job_counts, snakemake
 
 SYNTHPRE = str(Path(sys.executable).parent / "synthpre")
 DEMO = REPO / "data/demo/carbon-dft.extxyz"
@@ -41,16 +41,6 @@ def dry_run(workdir: Path, override: dict, *targets: str) -> subprocess.Complete
                            "rules", "--configfile", str(REPO / "config.yaml"),
                            str(REPO / "configs/tiny.yaml"), str(workdir / "hostile.yaml")],
                           capture_output=True, text=True, timeout=300)
-
-
-def planned(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    counts = {}
-    for line in proc.stdout.splitlines():
-        words = line.split()
-        if len(words) == 2 and words[1].isdigit() and words[0] not in ("total", "all"):
-            counts[words[0]] = int(words[1])
-    return counts
 
 
 # --- 1. names and shell quoting -------------------------------------------------------------
@@ -331,11 +321,11 @@ def test_an_own_potential_file_reruns_its_labels_by_content_not_time(finished_co
     md = sorted(str(p.relative_to(work)) for p in (work / "results/tiny/md").rglob("frames.extxyz"))
     assert len(labels) == 4 and len(md) == 2
     snakemake(work, "--cores", "2", targets=tuple(labels))  # the lcbop labels, now from ./C.lcbop
-    assert planned(dry_run(work, override, *labels, *md)) == {}
+    assert job_counts(dry_run(work, override, *labels, *md)) == {}
     os.utime(work / "C.lcbop")  # touch
-    assert planned(dry_run(work, override, *labels, *md)) == {}
+    assert job_counts(dry_run(work, override, *labels, *md)) == {}
     _same_time_other_content(work / "C.lcbop", lambda text: text.replace("0.", "0.0", 1))
-    assert planned(dry_run(work, override, *labels, *md)) == {"label": 2}
+    assert job_counts(dry_run(work, override, *labels, *md)) == {"label": 2}
 
 
 @pytest.mark.slow
@@ -343,15 +333,15 @@ def test_real_data_rerun_by_content_not_time(finished_copy):
     work = finished_copy
     override = yaml.safe_load((work / "override.yaml").read_text())
     real, target = Path(override["real"]["source"]), "results/tiny/real/summary.json"
-    assert planned(dry_run(work, override, target)) == {}
+    assert job_counts(dry_run(work, override, target)) == {}
     os.utime(real)
-    assert planned(dry_run(work, override, target)) == {}
+    assert job_counts(dry_run(work, override, target)) == {}
     frames = read_frames(real)
     frames[0].info["energy"] = frames[0].info.get("energy", 0.0) + 1e-3
     st = real.stat()
     write_frames(real, frames)
     os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert planned(dry_run(work, override, target)) == {"real_data": 1}
+    assert job_counts(dry_run(work, override, target)) == {"real_data": 1}
 
 
 def _flip_byte(path: Path) -> None:
