@@ -336,12 +336,18 @@ def test_real_data_rerun_by_content_not_time(finished_copy):
     assert job_counts(dry_run(work, override, target)) == {}
     os.utime(real)
     assert job_counts(dry_run(work, override, target)) == {}
-    frames = read_frames(real)
-    frames[0].info["energy"] = frames[0].info.get("energy", 0.0) + 1e-3
-    st = real.stat()
-    write_frames(real, frames)
-    os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert job_counts(dry_run(work, override, target)) == {"real_data": 1}
+    # the real data file is the shared tiny run's (override.yaml names it by its absolute
+    # path): put its content and time back for the tests that run after this one
+    original, st = real.read_bytes(), real.stat()
+    try:
+        frames = read_frames(real)
+        frames[0].info["energy"] = frames[0].info.get("energy", 0.0) + 1e-3
+        write_frames(real, frames)
+        os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert job_counts(dry_run(work, override, target)) == {"real_data": 1}
+    finally:
+        real.write_bytes(original)
+        os.utime(real, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def _flip_byte(path: Path) -> None:

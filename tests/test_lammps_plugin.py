@@ -349,9 +349,10 @@ def test_stability_engine_plugin_runs_the_same_md(plugin, models):
                      "nve_ps": 0.03, "timestep_fs": 1.0, "tdamp_fs": 50.0,
                      "dump_every_ps": 0.01},
         "failure": {"check_every_fs": 5, "min_distance": 0.7, "max_force": 100.0,
-                    "max_temperature_factor": 10.0},
+                    "max_temperature_factor": 10.0, "close_pair_factor": 0.45,
+                    "unphysical_factor": 2.0},
         "analysis": {"relabel_frames": 0, "coordination_cutoff": 1.85, "rdf_r_max": 4.0,
-                     "rdf_bins": 40}}
+                     "rdf_bins": 40, "coordination_factor": 1.25}}
     cfg = StabilitySettings.from_config(section)
     assert stability_run_options({"model": {"compile": False}, "stability": section}) == \
         {"compile": False, "engine": "plugin"}
