@@ -35,7 +35,6 @@ from ase import Atoms
 from ase.data import atomic_masses, atomic_numbers
 
 from .cells import density_of
-from .frames import ENERGY_KEY, FORCES_KEY
 
 
 @dataclass(frozen=True)
@@ -103,6 +102,8 @@ class Alchemical:
 
     def transform(self, atoms: Atoms) -> Atoms:
         """A labelled source frame as a target frame (see the module docstring)."""
+        from .frames import ENERGY_KEY, FORCES_KEY  # ase.io: not at parse time (common.smk)
+
         if ENERGY_KEY not in atoms.info or FORCES_KEY not in atoms.arrays:
             raise ValueError(f"alchemical labeller '{self.name}': a frame without "
                              f"'{ENERGY_KEY}'/'{FORCES_KEY}' labels cannot be transformed")

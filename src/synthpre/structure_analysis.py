@@ -18,7 +18,6 @@ import itertools
 import numpy as np
 from ase import Atoms
 from ase.data import atomic_numbers, covalent_radii
-from vesin import NeighborList
 
 # Coordination number -> hybridisation label for carbon; anything else is "other".
 HYBRIDISATION = {2: "sp", 3: "sp2", 4: "sp3"}
@@ -59,6 +58,8 @@ def _within(atoms: Atoms, cutoff, full: bool):
 
 
 def _pairs(atoms: Atoms, cutoff: float, full: bool, quantities: str):
+    from vesin import NeighborList  # imports torch: not at parse time (config_check warnings)
+
     return NeighborList(cutoff=float(cutoff), full_list=full).compute(
         np.asarray(atoms.positions, dtype=np.float64), np.asarray(atoms.cell, dtype=np.float64),
         [bool(p) for p in atoms.pbc], quantities=quantities)

