@@ -219,7 +219,7 @@ def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_
     table = (tmp_path / "results/tiny/curves/learning_curve.csv").read_text().splitlines()
     assert table[0].startswith("mode,labeller,n_pretrain,n,")
     assert sorted(row.split(",")[:2] + row.split(",")[3:4] for row in table[1:]) == \
-        [["finetune", "snap_c", "3"], ["scratch", "none", "3"]]
+        [["finetune", "snap_c", "3"], ["pretrained", "snap_c", "0"], ["scratch", "none", "3"]]
 
 
 @pytest.mark.slow
