@@ -95,3 +95,32 @@ def test_openmp_threads_give_the_same_forces():
         system.close()
     assert results[0][0] == pytest.approx(results[1][0], abs=1e-9)
     np.testing.assert_allclose(results[0][1], results[1][1], atol=1e-9)
+
+
+RANK0_WRITES_LAST = """
+import os, sys, time
+from pathlib import Path
+from synthpre.lammps_runtime import finalize_mpi, new_lammps
+new_lammps().close()
+if os.environ["PMI_RANK"] == "0":  # rank 0 still writes long after rank 1 is done
+    time.sleep(2)
+    Path(sys.argv[1]).write_text("written")
+if sys.argv[2] == "finalize":
+    finalize_mpi()
+"""
+
+
+@pytest.mark.parametrize("finalize", [True, False])
+def test_a_rank_done_early_does_not_kill_rank0_while_it_writes(tmp_path, finalize):
+    """MPICH's launcher kills every rank once one exits without MPI_Finalize: the reason every
+    synthpre command ends with finalize_mpi (without it, rank 0's file is never written)."""
+    script, out = tmp_path / "job.py", tmp_path / "out.txt"
+    script.write_text(RANK0_WRITES_LAST)
+    run = subprocess.run([str(MPIEXEC), "-n", "2", sys.executable, str(script), str(out),
+                          "finalize" if finalize else "exit"], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if finalize:
+        assert run.returncode == 0, run.stderr
+        assert out.read_text() == "written"
+    else:
+        assert not out.exists()

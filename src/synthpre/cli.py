@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from . import job_settings
+from .lammps_runtime import finalize_mpi
 from .preemption import Preempted
 from .progress import TerminalLogHandler
 
@@ -401,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as stop:
         print(f"synthpre {args.command}: preempted, resumable: {stop}", file=sys.stderr)
         return PREEMPTED_EXIT
+    finally:
+        finalize_mpi()  # under mpiexec: no rank exits while rank 0 still writes
     return 0
 
 

