@@ -202,12 +202,12 @@ def config_warnings(config: dict) -> list[str]:
 
 
 def stability_start_warnings(config: dict) -> list[str]:
-    """Start cells too small for a meaningful temperature (stability_md.small_cell_problem),
+    """Start cells too small for a meaningful temperature (stability.settings.small_cell_problem),
     where their size is known before any job: the teacher's quench size, a start file, or
     the real test cells of a file on disk (labelled, or a dft: structures file)."""
     from .real_data import split_structures
-    from .stability_md import (StabilitySettings, read_start_source, select_starts,
-                               small_cell_problem)
+    from .stability.settings import StabilitySettings, small_cell_problem
+    from .stability.starts import read_start_source, select_starts
 
     section = config["stability"]
     factor = section["failure"]["max_temperature_factor"]
@@ -233,3 +233,23 @@ def stability_start_warnings(config: dict) -> list[str]:
         return []  # check_config and check_stability_config name these problems
     problems = sorted({p for n in sizes if (p := small_cell_problem(n, factor))})
     return [f"config field 'stability.starts': {p}" for p in problems]
+
+
+def check_stability_config(config: dict) -> str:
+    """Parse-time check of the ``stability`` section (Snakefile): bad fields, and a start file
+    that is missing, holds unknown elements or no cell in the window, stop the run before any
+    job, naming the field or file. Returns ``starts.source``."""
+    from . import job_settings
+    from .stability.settings import StabilitySettings
+    from .stability.starts import check_window, read_start_source, select_starts
+
+    try:
+        cfg = StabilitySettings.from_config(config["stability"])
+        if cfg.starts.source == "teacher":  # made by rule stability_starts
+            check_window(job_settings.stability_starts(config))
+        elif cfg.starts.source != "test":
+            select_starts(read_start_source(cfg.starts.source), cfg.starts, config["elements"],
+                          f"{cfg.starts.source} (config field 'stability.starts.source')")
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from None
+    return cfg.starts.source
