@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 
 from .cells import cell_composition, check_packing
 from .real_data import check_sizes, read_real
@@ -44,27 +43,11 @@ def check_names(config: dict) -> None:
                               f"folder and a command-line word)")
 
 
-def md_jobs(synthetic: dict) -> list[str]:
-    """Job names of the MD fan-out: density x anneal temperature x replica."""
-    return [f"d{d:g}-T{t:g}-r{r}" for d in synthetic["densities"]
-            for t in synthetic["anneal_temperatures"] for r in range(synthetic["replicas"])]
-
-
-def job_seed(job: str, base_seed: int) -> int:
-    """A trajectory's seed: fixed by its name and the config's seed, so reruns repeat it."""
-    return base_seed * 1_000_003 + zlib.crc32(job.encode()) % 1_000_000
-
-
 def count_frames(path: str) -> int:
     """Structures in an extxyz file (to fan out one job per batch)."""
     import ase.io
 
     return sum(1 for _ in ase.io.iread(path, format="extxyz"))
-
-
-def parse_job(job: str) -> tuple[float, float, int]:
-    d, t, r = job.split("-")
-    return float(d[1:]), float(t[1:]), int(r[1:])
 
 
 def check_config(config: dict, read_data: bool = True) -> list[str]:
