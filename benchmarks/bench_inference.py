@@ -21,7 +21,7 @@ shared between the codes: energies are not comparable, they only show a finite r
 
 With ``--md-steps N`` each code instead runs N steps of MD under ASE's Langevin integrator
 (1 fs, 300 K, friction 0.01 /fs; NequIP's recommended ASE route), and synthpre also runs the
-same N steps through its stability driver (LAMMPS ``fix external``, ``synthpre.stability_md``;
+same N steps through its stability driver (LAMMPS ``fix external``, ``synthpre.stability.run``;
 ``driver`` entries): atom-steps per CPU second, after one untimed first call.
 
     .venv/bin/python benchmarks/bench_inference.py --calls 50 --repeats 2
@@ -106,8 +106,9 @@ def time_md(calc, atoms, args) -> dict:
 
 def time_driver(path, compile: bool, atoms, args) -> dict:
     """The same steps through synthpre's stability driver (LAMMPS + fix external)."""
-    from synthpre.stability import model_potential
-    from synthpre.stability_md import FailureCriteria, StabilityProtocol, run_md
+    from synthpre.stability.job import model_potential
+    from synthpre.stability.run import run_md
+    from synthpre.stability.settings import FailureCriteria, StabilityProtocol
     potential, _ = model_potential(str(path), compile, "fix_external")
     protocol = StabilityProtocol(300, 300, 0, args.md_steps / 1000.0, 0, 1.0, 100, 1.0)
     lax = FailureCriteria(check_every_fs=10, min_distance=0.0, max_force=1e12,

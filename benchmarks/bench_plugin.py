@@ -90,7 +90,7 @@ def main() -> None:
     from metatomic_ase import MetatomicCalculator
 
     from synthpre.lammps_plugin import plugin_potential
-    from synthpre.stability import model_potential
+    from synthpre.stability.job import model_potential
 
     with tempfile.TemporaryDirectory() as tmp:
         model, exported = make_files(Path(tmp))

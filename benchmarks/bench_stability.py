@@ -1,5 +1,5 @@
 """Stability driver throughput with a paper-size model (4 layers, 32 features): atom-steps per
-second of CPU time through LAMMPS + ``fix external`` (``synthpre.stability_md.run_md``), and how
+second of CPU time through LAMMPS + ``fix external`` (``synthpre.stability.run.run_md``), and how
 much of a step is the model (``SynthpreCalculator`` called directly on the same cell) and how
 much the fix-external round trip (the rest). CPU time, 1 thread: robust to a shared machine.
 
@@ -23,8 +23,9 @@ from synthpre.calculator import SynthpreCalculator
 from synthpre.cells import random_cell
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
-from synthpre.stability_md import FailureCriteria, StabilityProtocol, run_md
-from synthpre.stability import model_potential
+from synthpre.stability.run import run_md
+from synthpre.stability.settings import FailureCriteria, StabilityProtocol
+from synthpre.stability.job import model_potential
 
 HYPER = {"r_max": 4.0, "num_layers": 4, "num_features": 32, "l_max": 1, "parity": True,
          "num_basis": 8, "radial_mlp_width": 8, "radial_mlp_depth": 1, "dtype": "float32",

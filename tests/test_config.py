@@ -243,7 +243,7 @@ def test_the_silicon_example_plans_its_study_with_silicon_settings(tmp_path):
     """configs/silicon.yaml alone (a dry run, nothing computed): SNAP and SW from the wheel,
     20 Si8 cells labelled by two DFT jobs, stability from teacher-quenched 64-atom cells with
     Si-Si thresholds, not carbon's; an n_train beyond its 12-cell pool stops before any job."""
-    from synthpre.stability_md import StabilitySettings
+    from synthpre.stability.settings import StabilitySettings
 
     (tmp_path / "data").symlink_to(REPO / "data")
     proc = subprocess.run([*SNAKEMAKE, "--directory", str(tmp_path), "-n", "--quiet", "rules",

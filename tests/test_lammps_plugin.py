@@ -339,8 +339,9 @@ def test_stability_engine_plugin_runs_the_same_md(plugin, models):
     """stability.engine plugin: run_md drives the exported model natively in LAMMPS and gets
     the trajectory that fix external (synthpre's calculator per step) gets, frame by frame."""
     from synthpre.job_settings import stability_run_options
-    from synthpre.stability import model_potential
-    from synthpre.stability_md import StabilitySettings, run_md
+    from synthpre.stability.job import model_potential
+    from synthpre.stability.run import run_md
+    from synthpre.stability.settings import StabilitySettings
 
     section = {
         "starts": {"source": "test", "count": 1, "density_min": 1.0, "density_max": 4.0},

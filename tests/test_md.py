@@ -6,7 +6,7 @@ import pytest
 from defaults import protocol
 
 from synthpre.cells import density_of, random_cell
-from synthpre.config_check import md_jobs, parse_job
+from synthpre.md import md_jobs, parse_job
 from synthpre.md import run_trajectory
 from synthpre.teachers import get_teacher
 

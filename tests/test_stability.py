@@ -17,18 +17,13 @@ from synthpre.frames import read_frames, write_frames
 from synthpre.md import run_trajectory
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
-from synthpre.stability import run_stability_job
-from synthpre.stability_curves import parse_point, stability_curves
-from synthpre.stability_md import (
-    FailureCriteria,
-    StabilitySettings,
-    detect,
-    pooled_relabel,
-    relabel,
-    run_md,
-    select_starts,
-)
-from synthpre.structure_analysis import coordination_fractions, rdf, rdf_distance
+from synthpre.stability.analysis import pooled_relabel, relabel
+from synthpre.stability.curves import parse_point, stability_curves
+from synthpre.stability.job import run_stability_job
+from synthpre.stability.run import detect, run_md
+from synthpre.stability.settings import FailureCriteria, StabilitySettings
+from synthpre.stability.starts import select_starts
+from synthpre.stability.structure import coordination_fractions, rdf, rdf_distance
 from synthpre.teachers import get_teacher
 
 STABILITY = {
@@ -131,7 +126,7 @@ def test_teacher_survives_and_broken_model_fails_on_the_same_protocol(starts_fil
     hold_T = [f.info["temperature_K"] for f in teacher.frames if f.info["stage"] == "hold"]
     assert 1500 < np.mean(hold_T) < 4500
 
-    from synthpre.stability import model_potential
+    from synthpre.stability.job import model_potential
 
     broken, _ = model_potential(str(save_tiny_model(tmp_path / "broken.pt", scale=1e4)), False,
                                 "fix_external")
@@ -316,7 +311,7 @@ def test_cli_names_a_bad_field(starts_file, tmp_path):
 def test_stability_runs_the_model_compiled_as_the_run_options_say(tmp_path):
     """model.compile reaches the MD calculator (a run option: changing it reruns nothing),
     whatever the model file was trained with."""
-    from synthpre.stability import model_potential
+    from synthpre.stability.job import model_potential
 
     path = str(save_tiny_model(tmp_path / "model.pt"))
     for compile in (True, False):
@@ -330,7 +325,7 @@ def test_teacher_quenched_starts_are_cells_at_the_window_densities_cooled_to_the
     (LCBOP here), one per density spread over the window, written for the stability jobs."""
     from synthpre import job_settings as slices
     from synthpre.config import complete
-    from synthpre.stability_starts import quench_starts
+    from synthpre.stability.starts import quench_starts
 
     from defaults import MINIMAL
 
@@ -369,7 +364,7 @@ def test_teacher_starts_come_from_their_own_rule_and_a_jamming_window_is_refused
 
     from synthpre.config import complete
     from synthpre.config_check import ConfigError
-    from synthpre.stability_md import check_stability_config
+    from synthpre.config_check import check_stability_config
 
     (tmp_path / "override.yaml").write_text(yaml.safe_dump({
         "real": {"source": str(REPO / "data/demo/carbon-dft.extxyz")},
@@ -426,7 +421,7 @@ def test_close_pairs_are_judged_per_element_pair():
 
 
 def test_coordination_is_counted_per_element_pair_and_named_sp_only_for_carbon():
-    from synthpre.structure_analysis import (coordination_by_pair, coordination_fractions,
+    from synthpre.stability.structure import (coordination_by_pair, coordination_fractions,
                                              pair_thresholds)
 
     silicon = bulk("Si", "diamond", a=5.43, cubic=True)
@@ -449,7 +444,7 @@ def test_start_cells_too_small_for_a_temperature_are_warned_before_any_job(tmp_p
 
     from synthpre.config import complete
     from synthpre.config_check import config_warnings
-    from synthpre.stability_md import small_cell_problem
+    from synthpre.stability.settings import small_cell_problem
 
     assert "use cells of at least 11 atoms" in small_cell_problem(8, 2.0)
     assert small_cell_problem(16, 2.0) is None and small_cell_problem(8, 3.0) is None

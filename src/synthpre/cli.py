@@ -164,7 +164,7 @@ def cmd_lammps_plugin(args) -> None:
 def cmd_stability(args) -> None:
     """One potential in MD from every start: the teacher (no --model) or a model file."""
     from .lammps_system import omp_args
-    from .stability import run_stability_job
+    from .stability.job import run_stability_job
 
     out = run_stability_job(_settings(args), args.starts, args.out, args.frames,
                             model=args.model, reference=args.reference, point=args.point,
@@ -175,7 +175,7 @@ def cmd_stability(args) -> None:
 
 
 def cmd_stability_starts(args) -> None:
-    from .stability_starts import quench_starts
+    from .stability.starts import quench_starts
 
     from .lammps_system import mpi_rank
 
@@ -185,7 +185,7 @@ def cmd_stability_starts(args) -> None:
 
 
 def cmd_stability_curves(args) -> None:
-    from .stability_curves import stability_curves
+    from .stability.curves import stability_curves
 
     print(stability_curves(args.results, args.reference, args.out_csv, args.out_figure)
           .to_string())

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import zlib
 
 from .cells import cell_composition, check_packing
 from .real_data import check_sizes, read_real
@@ -44,27 +43,11 @@ def check_names(config: dict) -> None:
                               f"folder and a command-line word)")
 
 
-def md_jobs(synthetic: dict) -> list[str]:
-    """Job names of the MD fan-out: density x anneal temperature x replica."""
-    return [f"d{d:g}-T{t:g}-r{r}" for d in synthetic["densities"]
-            for t in synthetic["anneal_temperatures"] for r in range(synthetic["replicas"])]
-
-
-def job_seed(job: str, base_seed: int) -> int:
-    """A trajectory's seed: fixed by its name and the config's seed, so reruns repeat it."""
-    return base_seed * 1_000_003 + zlib.crc32(job.encode()) % 1_000_000
-
-
 def count_frames(path: str) -> int:
     """Structures in an extxyz file (to fan out one job per batch)."""
     import ase.io
 
     return sum(1 for _ in ase.io.iread(path, format="extxyz"))
-
-
-def parse_job(job: str) -> tuple[float, float, int]:
-    d, t, r = job.split("-")
-    return float(d[1:]), float(t[1:]), int(r[1:])
 
 
 def check_config(config: dict, read_data: bool = True) -> list[str]:
@@ -202,12 +185,12 @@ def config_warnings(config: dict) -> list[str]:
 
 
 def stability_start_warnings(config: dict) -> list[str]:
-    """Start cells too small for a meaningful temperature (stability_md.small_cell_problem),
+    """Start cells too small for a meaningful temperature (stability.settings.small_cell_problem),
     where their size is known before any job: the teacher's quench size, a start file, or
     the real test cells of a file on disk (labelled, or a dft: structures file)."""
     from .real_data import split_structures
-    from .stability_md import (StabilitySettings, read_start_source, select_starts,
-                               small_cell_problem)
+    from .stability.settings import StabilitySettings, small_cell_problem
+    from .stability.starts import read_start_source, select_starts
 
     section = config["stability"]
     factor = section["failure"]["max_temperature_factor"]
@@ -233,3 +216,23 @@ def stability_start_warnings(config: dict) -> list[str]:
         return []  # check_config and check_stability_config name these problems
     problems = sorted({p for n in sizes if (p := small_cell_problem(n, factor))})
     return [f"config field 'stability.starts': {p}" for p in problems]
+
+
+def check_stability_config(config: dict) -> str:
+    """Parse-time check of the ``stability`` section (Snakefile): bad fields, and a start file
+    that is missing, holds unknown elements or no cell in the window, stop the run before any
+    job, naming the field or file. Returns ``starts.source``."""
+    from . import job_settings
+    from .stability.settings import StabilitySettings
+    from .stability.starts import check_window, read_start_source, select_starts
+
+    try:
+        cfg = StabilitySettings.from_config(config["stability"])
+        if cfg.starts.source == "teacher":  # made by rule stability_starts
+            check_window(job_settings.stability_starts(config))
+        elif cfg.starts.source != "test":
+            select_starts(read_start_source(cfg.starts.source), cfg.starts, config["elements"],
+                          f"{cfg.starts.source} (config field 'stability.starts.source')")
+    except (ValueError, FileNotFoundError) as err:
+        raise ConfigError(str(err)) from None
+    return cfg.starts.source

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import zlib
 from dataclasses import dataclass, field
 
 from ase import Atoms
@@ -22,6 +23,24 @@ from .progress import Progress
 from .teachers import Teacher
 
 log = logging.getLogger(__name__)
+
+
+# The MD fan-out: one job per density x anneal temperature x replica, named so that the job
+# name alone gives its conditions and its seed (common.smk builds the names at parse time).
+def md_jobs(synthetic: dict) -> list[str]:
+    """Job names of the MD fan-out: density x anneal temperature x replica."""
+    return [f"d{d:g}-T{t:g}-r{r}" for d in synthetic["densities"]
+            for t in synthetic["anneal_temperatures"] for r in range(synthetic["replicas"])]
+
+
+def job_seed(job: str, base_seed: int) -> int:
+    """A trajectory's seed: fixed by its name and the config's seed, so reruns repeat it."""
+    return base_seed * 1_000_003 + zlib.crc32(job.encode()) % 1_000_000
+
+
+def parse_job(job: str) -> tuple[float, float, int]:
+    d, t, r = job.split("-")
+    return float(d[1:]), float(t[1:]), int(r[1:])
 
 
 @dataclass(frozen=True)
@@ -162,7 +181,6 @@ def run_md_job(settings: dict, teacher_name: str, job: str, out_frames: str, out
     from .alchemical import alchemical_of
     from .atomic import write_json
     from .cells import cell_composition
-    from .config_check import job_seed, parse_job
     from .frames import write_frames
     from .teachers import get_teacher
 

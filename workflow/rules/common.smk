@@ -6,7 +6,8 @@ import shlex
 
 from synthpre import input_files, job_settings
 from synthpre.alchemical import md_folder, source_teacher
-from synthpre.config_check import ConfigError, check_config, config_warnings, md_jobs
+from synthpre.config_check import ConfigError, check_config, config_warnings
+from synthpre.md import md_jobs
 from synthpre.teachers import get_teacher
 
 MACHINE_PROBLEMS = check_config(config, read_data=workflow.is_main_process)

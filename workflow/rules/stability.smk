@@ -2,7 +2,7 @@
 # NVE), from the same start cells as the teacher's own reference run; then one table and
 # figure. A run that fails is a result in stability.json, never a failed job.
 
-from synthpre.stability_md import check_stability_config
+from synthpre.config_check import check_stability_config
 
 STAB_STARTS = check_stability_config(config)  # file errors name the field before any job
 # a start file of the study's own: its content is a param of the jobs that read it

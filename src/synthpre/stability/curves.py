@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .atomic import atomic_path  # noqa: E402
+from ..atomic import atomic_path  # noqa: E402
 
 POINT = re.compile(r"(?P<mode>scratch|finetune|replay|frozen|pretrain)"
                    r"(/(?P<labeller>[^/]+)(/k(?P<k>\d+))?)?"

@@ -20,16 +20,17 @@ from pathlib import Path
 import numpy as np
 from ase import Atoms
 
-from .atomic import write_json
-from .provenance import code_version
-from .frames import write_frames
-from .label import isolated_atom_energies
-from .stability_md import (StabilitySettings, check_species, classify,
-                           drift_meV_per_atom_ps, pooled_relabel, read_start_source, relabel,
-                           run_md, select_starts, small_cell_problem, structure, summarise,
-                           unphysical_threshold)
-from .structure_analysis import rdf, rdf_distance
-from .teachers import Teacher, get_teacher
+from ..atomic import write_json
+from ..provenance import code_version
+from ..frames import write_frames
+from ..label import isolated_atom_energies
+from .analysis import (classify, drift_meV_per_atom_ps, pooled_relabel, relabel, structure,
+                       summarise, unphysical_threshold)
+from .run import run_md
+from .settings import StabilitySettings, small_cell_problem
+from .starts import check_species, read_start_source, select_starts
+from .structure import rdf, rdf_distance
+from ..teachers import Teacher, get_teacher
 
 
 def model_potential(path: str, compile: bool, engine: str) -> tuple[Teacher, dict]:
@@ -37,7 +38,7 @@ def model_potential(path: str, compile: bool, engine: str) -> tuple[Teacher, dic
     ``fix_external``: synthpre's calculator called from LAMMPS, its fast kernel compiled or
     not (``model.compile``); ``plugin``: exported and run natively by ``pair_style metatomic``
     (synthpre.lammps_plugin; the export lives in a temporary folder while the potential does)."""
-    from .modelfile import load_model
+    from ..modelfile import load_model
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"model file {path} not found")
@@ -61,8 +62,8 @@ def teacher_vs_real(teacher: Teacher, test_path: str) -> dict:
     """The teacher's force error on the real test set (its labels, e.g. DFT): the gap the
     unphysical rule allows for, since a model fine-tuned on the real data need not agree
     with its teacher more closely than the teacher agrees with those data."""
-    from .lammps_system import single_point
-    from .shard_files import read_shard
+    from ..lammps_system import single_point
+    from ..shard_files import read_shard
 
     records = read_shard(test_path)
     if not records:

@@ -7,15 +7,18 @@ its time step, thermostat and blow-up check); the last frame of each is a start.
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 from ase import Atoms
 
-from .cells import cell_composition, check_packing
-from .frames import write_frames
-from .lammps_system import mpi_rank
-from .md import Protocol, run_trajectory
-from .teachers import get_teacher
+from ..cells import cell_composition, check_packing, density_of
+from ..frames import write_frames
+from ..lammps_system import mpi_rank
+from ..md import Protocol, run_trajectory
+from ..teachers import get_teacher
+
+from .settings import StartSelection
 
 log = logging.getLogger(__name__)
 
@@ -72,3 +75,49 @@ def quench_starts(settings: dict, out: str, lammps_args: tuple[str, ...] = ()) -
     if mpi_rank() == 0:
         write_frames(out, cells)
     return cells
+
+
+# ---------------------------------------------------------------- start structures
+
+def select_starts(frames: list[Atoms], sel: StartSelection, elements: list[str],
+                  source: str) -> list[Atoms]:
+    """Periodic cells in the density window, ``count`` of them spread evenly over density
+    (deterministic). Errors name ``source`` for unknown elements or an empty selection."""
+    for k, atoms in enumerate(frames):
+        unknown = sorted(set(atoms.get_chemical_symbols()) - set(elements))
+        if unknown:
+            raise ValueError(f"start structures {source}: structure {k} has element(s) "
+                             f"{unknown} outside {elements}")
+    # bounds widened by float rounding: a cell made at density_max (source "teacher") is in
+    pool = [a for a in frames if a.pbc.all()
+            and sel.density_min * (1 - 1e-9) <= density_of(a) <= sel.density_max * (1 + 1e-9)]
+    if not pool:
+        raise ValueError(f"start structures {source}: no periodic cell with density in "
+                         f"[{sel.density_min}, {sel.density_max}] g/cm^3 (config fields "
+                         f"'stability.starts.density_min/max'); {len(frames)} structures read")
+    pool.sort(key=density_of)
+    picks = sorted(set(np.linspace(0, len(pool) - 1, min(sel.count, len(pool)))
+                       .round().astype(int).tolist()))
+    return [Atoms(pool[i].numbers, positions=pool[i].positions, cell=pool[i].cell, pbc=True)
+            for i in picks]
+
+
+def read_start_source(path: str) -> list[Atoms]:
+    """Structures from a real-data shard (``.h5``) or any file ASE reads (extxyz...)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"start structures {path} not found")
+    if path.endswith(".h5"):
+        from ..shard_files import read_shard
+
+        return [Atoms(r["numbers"], positions=r["positions"], cell=r["cell"], pbc=r["pbc"])
+                for r in read_shard(path)]
+    from ..frames import read_frames
+
+    return read_frames(path)
+
+
+def check_species(starts: list[Atoms], species: list[str], source: str, model: str) -> None:
+    unknown = sorted({s for a in starts for s in a.get_chemical_symbols()} - set(species))
+    if unknown:
+        raise ValueError(f"start structures {source}: element(s) {unknown} unknown to model "
+                         f"{model} (species {species})")
