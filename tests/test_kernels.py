@@ -279,3 +279,26 @@ def test_cueq_without_the_package_names_it(monkeypatch):
     NequIP.from_config({**config, "kernel": "fast"})
     with pytest.raises(ImportError, match="cuequivariance-torch.*envs/gpu.txt"):
         NequIP.from_config({**config, "kernel": "cueq"})
+
+
+def test_cueq_captured_step_equals_eager():
+    """The GPU's default way to run a step (``synthpre.capture``: make_fx through the forces)
+    traces through the cueq kernel: same loss and parameter gradients as the eager model
+    (torch.compile's ``eager`` backend: the traced graph itself, without compiling it)."""
+    pytest.importorskip("cuequivariance_torch")
+    from synthpre.capture import CapturedStep
+    from synthpre.trainer import loss_fn
+    torch.manual_seed(0)
+    model = NequIP.from_config(model_config(**{**BASE, "l_max": 1, "species": ["C", "O"],
+                                               "num_layers": 1, "kernel": "cueq"}))
+    records = [structure(1, ["C", "O"]), structure(2, ["C", "O"], n=8)]
+    batch = collate(records, ["C", "O"], BASE["r_max"], torch.float64)
+    batch.energy = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    batch.forces = torch.linspace(-1, 1, batch.positions.numel(),
+                                  dtype=torch.float64).view(-1, 3)
+    params = list(model.parameters())
+    eager = loss_fn(model(batch), batch, 4.0)
+    captured = CapturedStep(model, backend="eager")(batch, 4.0)[0]
+    assert_close(captured.detach(), eager.detach())
+    for a, b in zip(torch.autograd.grad(captured, params), torch.autograd.grad(eager, params)):
+        assert_close(a, b)
