@@ -4,7 +4,9 @@ Codes (``--codes``): ``synthpre`` (the fast kernel through torch.compile, ``mode
 true, the CPU default), ``synthpre-eager`` (the same kernel eagerly), ``synthpre-capture``
 (``train.capture: true``, the GPU default: forward, forces and loss traced into one graph and
 compiled, fused Adam; ``synthpre.capture``), ``synthpre-capture-bmm`` (the same with the
-kernel's batched matmuls traced instead of its broadcast forms), ``nequip-eager``
+kernel's batched matmuls traced instead of its broadcast forms), ``synthpre-cueq`` and
+``synthpre-cueq-capture`` (``model.kernel: cueq``; ``synthpre-reference``: e3nn's TensorProduct, op by op or captured: cuequivariance's CUDA
+kernels where ``cuequivariance-ops-torch-cu12`` is installed, else its PyTorch fallback), ``nequip-eager``
 and ``nequip-compile`` (NequIP's ``compile_mode="compile"``: its train-time
 ``make_fx`` + ``torch.compile`` path). All train on the same SNAP-labelled 64-atom carbon
 frames, with the same hyperparameters (r_max 4, 4 layers, 32 features, l_max 1, parity, 8
@@ -273,10 +275,13 @@ def run_synthpre(args) -> dict:
     rec = [{"numbers": a.numbers, "positions": a.positions, "cell": a.cell.array,
             "pbc": a.pbc, "energy": e, "forces": f} for a, e, f in train + val]
     torch.manual_seed(args.seed)
+    cueq = args.worker.startswith("synthpre-cueq")  # model.kernel: cueq, op by op or captured
+    kernel = "cueq" if cueq else "reference" if args.worker == "synthpre-reference" else "fast"
     model = NequIP.from_config({**HYPER, "species": ["C"], "avg_num_neighbors": args.avg_nn,
-                                "compile": args.worker != "synthpre-eager"})
+                                "kernel": kernel,
+                                "compile": kernel == "fast" and args.worker != "synthpre-eager"})
     # the captured step (synthpre.capture); its validation runs the compiled bodies
-    captured = CapturedStep(model) if args.worker.startswith("synthpre-capture") else None
+    captured = CapturedStep(model) if args.worker.endswith(("capture", "capture-bmm")) else None
     if args.worker == "synthpre-capture-bmm":  # the kernel's batched matmuls traced
         import synthpre.kernel
         synthpre.kernel._Tracing.fused = False
@@ -402,6 +407,7 @@ def machine() -> str:
 
 CODES = {"synthpre": run_synthpre, "synthpre-eager": run_synthpre,
          "synthpre-capture": run_synthpre, "synthpre-capture-bmm": run_synthpre,
+         "synthpre-cueq": run_synthpre, "synthpre-reference": run_synthpre, "synthpre-cueq-capture": run_synthpre,
          "nequip-eager": run_nequip,
          "nequip-compile": run_nequip}
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU benchmark in one command (issue 19): synthpre's ways of running a training step
-# (captured whole step, compiled kernel bodies, eager) and, where its environment exists,
+# (captured whole step, compiled kernel bodies, eager; the cueq kernel captured and op by op,
+# which needs envs/gpu.txt installed) and, where its environment exists,
 # NequIP 0.19.1's compile and eager modes, side by side on the same paper-size frames, each in
 # its own process; prints structures/s, step time, warm-up (compile) time, peak memory, ops
 # and CUDA kernels per step, and the first code's ratios against the others.
@@ -20,7 +21,7 @@ EPOCHS=${EPOCHS:-2}
 BUDGET_S=${BUDGET_S:-480}
 NEQUIP_PYTHON=${NEQUIP_PYTHON:-/tmp/nequip-venv/bin/python}
 if [[ -z "${CODES+x}" ]]; then  # not given: synthpre's modes, and NequIP's where installed
-    CODES="synthpre-capture synthpre synthpre-eager"
+    CODES="synthpre-capture synthpre synthpre-eager synthpre-cueq-capture synthpre-cueq"
     if [[ -x "$NEQUIP_PYTHON" ]]; then CODES="$CODES nequip-compile nequip-eager"; fi
 fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"

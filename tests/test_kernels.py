@@ -4,6 +4,8 @@ The fast kernel is a hand-written autograd Function with a hand-written double b
 the reference is e3nn's ``TensorProduct`` + ``index_add``. Same weights, same function:
 energies, forces, stress and the parameter gradients of a force loss must agree.
 """
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -242,3 +244,61 @@ def test_compile_applies_to_the_fast_kernel_only():
     with pytest.raises(ValueError, match="model.compile applies to the fast kernel only"):
         NequIP.from_config(model_config(**{**BASE, "species": ["C"], "kernel": "reference",
                                            "compile": True}))
+
+
+@pytest.mark.parametrize("l_max", [1, 2])
+@pytest.mark.parametrize("parity", [True, False])
+@pytest.mark.parametrize("species", [["C"], ["C", "O"]])
+def test_cueq_equals_reference(l_max, parity, species):
+    """The cuequivariance kernel (PyTorch fallback on CPU) loads the reference's weights and
+    gives its energies, forces, stress and parameter gradients of a force loss (the double
+    backward through the tensor product)."""
+    pytest.importorskip("cuequivariance_torch")
+    config = {**BASE, "l_max": l_max, "parity": parity, "species": species}
+    fast, ref = pair(config)
+    cueq = NequIP.from_config(model_config(**{**config, "kernel": "cueq"}))
+    cueq.load_state_dict(ref.state_dict())  # strict: the same parameters, the same layout
+    records = [structure(1, species), structure(2, species, periodic=False, n=7)]
+    batch = collate(records, species, BASE["r_max"], torch.float64)
+    out_c, grads_c = force_loss_grads(cueq, batch)
+    out_r, grads_r = force_loss_grads(ref, batch)
+    assert np.abs(out_r["forces"].numpy()).max() > 1e-2
+    assert_close(out_c["energy"], out_r["energy"])
+    assert_close(out_c["forces"], out_r["forces"])
+    assert_close(out_c["stress"][0], out_r["stress"][0])
+    assert grads_c.keys() == grads_r.keys() and len(grads_r) == len(list(ref.parameters()))
+    for name in grads_r:
+        assert_close(grads_c[name], grads_r[name], tol=1e-9)
+
+
+def test_cueq_without_the_package_names_it(monkeypatch):
+    """Without cuequivariance (the core install) ``cueq`` fails at model build, naming the
+    packages and envs/gpu.txt; the other kernels never import it."""
+    monkeypatch.setitem(sys.modules, "cuequivariance_torch", None)  # import raises
+    config = model_config(**{**BASE, "l_max": 1, "species": ["C"]})
+    NequIP.from_config({**config, "kernel": "fast"})
+    with pytest.raises(ImportError, match="cuequivariance-torch.*envs/gpu.txt"):
+        NequIP.from_config({**config, "kernel": "cueq"})
+
+
+def test_cueq_captured_step_equals_eager():
+    """The GPU's default way to run a step (``synthpre.capture``: make_fx through the forces)
+    traces through the cueq kernel: same loss and parameter gradients as the eager model
+    (torch.compile's ``eager`` backend: the traced graph itself, without compiling it)."""
+    pytest.importorskip("cuequivariance_torch")
+    from synthpre.capture import CapturedStep
+    from synthpre.trainer import loss_fn
+    torch.manual_seed(0)
+    model = NequIP.from_config(model_config(**{**BASE, "l_max": 1, "species": ["C", "O"],
+                                               "num_layers": 1, "kernel": "cueq"}))
+    records = [structure(1, ["C", "O"]), structure(2, ["C", "O"], n=8)]
+    batch = collate(records, ["C", "O"], BASE["r_max"], torch.float64)
+    batch.energy = torch.tensor([0.3, -0.2], dtype=torch.float64)
+    batch.forces = torch.linspace(-1, 1, batch.positions.numel(),
+                                  dtype=torch.float64).view(-1, 3)
+    params = list(model.parameters())
+    eager = loss_fn(model(batch), batch, 4.0)
+    captured = CapturedStep(model, backend="eager")(batch, 4.0)[0]
+    assert_close(captured.detach(), eager.detach())
+    for a, b in zip(torch.autograd.grad(captured, params), torch.autograd.grad(eager, params)):
+        assert_close(a, b)

@@ -7,12 +7,14 @@ trainable Bessel basis times a polynomial cutoff, summed with ``index_add_``), t
 nonlinearity and a residual update where the irreps allow it. Per-species scale and shift
 are fixed buffers (1 and 0 by default) so one model moves between data sets unchanged.
 
-Two kernels compute the convolution (``kernel`` in the config; same weights, same function):
+Three kernels compute the convolution (``kernel`` in the config; same weights, same function):
 ``reference`` calls e3nn's ``TensorProduct`` (``Interaction.tp``) on gathered neighbour
 features and sums with ``index_add_``: what ``fast`` is tested against (tests/test_kernels.py).
 ``fast``, the training default, evaluates the same tensor product by hand with its own
 first and second derivatives (``synthpre.kernel``, where the plumbing lives). ``compile``
 (config, fast kernel only) runs that kernel's per-edge bodies through ``torch.compile``.
+``cueq`` runs it as one cuequivariance polynomial (``synthpre.kernel_cueq``, imported only
+when chosen: the package is an optional install, envs/gpu.txt), for its CUDA kernels.
 
 Parameter count at the paper's settings (species ["C"], r_max 4, 4 layers, 32 features,
 l_max 1, parity, 8 Bessel functions) with NequIP 0.5.6's radial MLP of one hidden layer of
@@ -37,7 +39,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CONFIG_KEYS = ("species", "r_max", "num_layers", "num_features", "l_max", "parity", "num_basis",
                "radial_mlp_width", "radial_mlp_depth", "avg_num_neighbors", "dtype", "kernel",
                "compile")
-KERNELS = ("fast", "reference")
+KERNELS = ("fast", "reference", "cueq")
 
 
 class BesselBasis(nn.Module):
@@ -111,6 +113,9 @@ class Interaction(nn.Module):
         self.linear_2 = o3.Linear(mid.simplify(), irreps_conv_out)
         self.norm = 1.0 / math.sqrt(avg_num_neighbors)
         self.fast = FastConvolution(irreps_in, irreps_sh, mid, self.tp.instructions)
+        if kernel == "cueq":  # lazily: the core install has no cuequivariance
+            from .kernel_cueq import CueqConvolution
+            self.cueq = CueqConvolution(irreps_in, irreps_sh, mid, self.tp.instructions)
 
 
     def convolution(self, h: torch.Tensor, edge_index: torch.Tensor, edge_sh: torch.Tensor,
@@ -118,6 +123,8 @@ class Interaction(nn.Module):
         """sum over edges of uvu(h[neighbour], edge_sh; weights), in ``mid`` layout (N, dim)."""
         if self.kernel == "reference":
             return self._reference_convolution(h, edge_index, edge_sh, edge_radial)
+        if self.kernel == "cueq" and not torch.jit.is_scripting():
+            return self._cueq_convolution(h, edge_index, edge_sh, edge_radial)
         if torch.jit.is_scripting():  # exported models: the same arithmetic, plain ops
             return self.fast.plain(h, edge_index, edge_sh, self.radial(edge_radial))
         return self._fast_convolution(h, edge_index, edge_sh, edge_radial)
@@ -127,6 +134,11 @@ class Interaction(nn.Module):
         """e3nn's TensorProduct per edge, summed onto the centre atoms (TorchScript-able)."""
         msg = self.tp(h.index_select(0, edge_index[1]), edge_sh, self.radial(edge_radial))
         return msg.new_zeros(h.shape[0], msg.shape[1]).index_add(0, edge_index[0], msg)
+
+    @torch.jit.unused  # cuequivariance: TorchScript (export) runs ``fast.plain``
+    def _cueq_convolution(self, h, edge_index, edge_sh, edge_radial):
+        """The cueq kernel (``synthpre.kernel_cueq``): same weights, same function."""
+        return self.cueq(h, edge_index, edge_sh, self.radial(edge_radial))
 
     @torch.jit.unused  # a custom autograd Function: TorchScript runs ``fast.plain``
     def _fast_convolution(self, h, edge_index, edge_sh, edge_radial):  # (no annotations:
