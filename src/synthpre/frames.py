@@ -17,6 +17,7 @@ from .atomic import atomic_path
 
 ENERGY_KEY = "energy"
 FORCES_KEY = "forces"
+ATOMIC_ENERGIES_KEY = "energies"
 
 
 def write_frames(path: str | os.PathLike, frames: list[Atoms]) -> None:
@@ -46,19 +47,28 @@ def read_frames(path: str | os.PathLike) -> list[Atoms]:
                 atoms.info[ENERGY_KEY] = float(calc.results["energy"])
             if "forces" in calc.results:
                 atoms.arrays[FORCES_KEY] = np.asarray(calc.results["forces"], dtype=float)
+            if "energies" in calc.results:
+                atoms.arrays[ATOMIC_ENERGIES_KEY] = np.asarray(calc.results["energies"],
+                                                               dtype=float)
             atoms.calc = None
     return frames
 
 
 def labelled_copy(atoms: Atoms, total_energy: float, forces: np.ndarray, labeller: str,
-                  e0: dict[str, float]) -> Atoms:
+                  e0: dict[str, float], atomic_energies: np.ndarray | None = None) -> Atoms:
     """A copy of ``atoms`` with one labeller's label, the label contract written once (teacher
     and GPAW labels alike): energy relative to that labeller's isolated atoms (E - sum E0),
-    forces, and the provenance keys ``labeller`` and ``e0_<Symbol>``."""
+    forces, and the provenance keys ``labeller`` and ``e0_<Symbol>``. Per-atom energies, where
+    the labeller gives them, are shifted the same way (E_i - E0(species_i)), so they sum to the
+    stored energy; a labeller without them stores no ``energies`` array."""
     out = atoms.copy()
     out.calc = None
     out.info[ENERGY_KEY] = float(total_energy) - sum(e0[s] for s in atoms.get_chemical_symbols())
     out.arrays[FORCES_KEY] = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
+    out.arrays.pop(ATOMIC_ENERGIES_KEY, None)
+    if atomic_energies is not None:
+        shift = np.array([e0[s] for s in atoms.get_chemical_symbols()], dtype=float)
+        out.arrays[ATOMIC_ENERGIES_KEY] = np.asarray(atomic_energies, dtype=float) - shift
     out.info["labeller"] = labeller
     out.info.update({f"e0_{s}": float(v) for s, v in e0.items()})
     return out

