@@ -39,3 +39,44 @@ def test_per_atom_energies_sum_to_the_energy_and_round_trip(tmp_path):
     for a, b in zip(labelled, back):
         np.testing.assert_allclose(b.arrays[ATOMIC_ENERGIES_KEY], a.arrays[ATOMIC_ENERGIES_KEY],
                                    rtol=0, atol=1e-8)
+
+
+def test_alchemical_transform_scales_per_atom_energies_with_the_total():
+    from synthpre.alchemical import Alchemical
+
+    alch = Alchemical.from_config("x", {"teacher": "tersoff", "from": "Si", "to": "C",
+                                        "scale": 0.7, "energy_scale": 1.3,
+                                        "forces": "gradient"})
+    si = bulk("Si", "diamond", a=5.43, cubic=True)
+    si.rattle(0.1, seed=4)
+    (source,) = label_frames([si], get_teacher("tersoff"))
+    frame = alch.transform(source)
+    np.testing.assert_allclose(frame.arrays[ATOMIC_ENERGIES_KEY],
+                               1.3 * source.arrays[ATOMIC_ENERGIES_KEY], rtol=1e-12)
+    assert abs(frame.arrays[ATOMIC_ENERGIES_KEY].sum() - frame.info["energy"]) < 1e-8
+
+
+def test_per_atom_energies_round_trip_through_shards_and_are_all_or_none(tmp_path):
+    import pytest
+
+    from synthpre.frames import to_record
+    from synthpre.shard_files import read_shard, sha256, write_shard
+
+    labelled = label_frames([_sic_cell(1), _sic_cell(2)], get_teacher("tersoff"))
+    records = [to_record(a, "labels.extxyz", i, atomic_energies=True)
+               for i, a in enumerate(labelled)]
+    write_shard(tmp_path / "a.h5", records)
+    back = read_shard(tmp_path / "a.h5")
+    for atoms, record in zip(labelled, back):
+        np.testing.assert_array_equal(record["energies"], atoms.arrays[ATOMIC_ENERGIES_KEY])
+        assert abs(record["energies"].sum() - record["energy"]) < 1e-8
+    # the checksum covers the dataset: other per-atom energies, other file hash
+    records[0]["energies"] = records[0]["energies"] + np.array([1.0] + [-1.0 / 15] * 15)
+    write_shard(tmp_path / "b.h5", records)
+    assert sha256(tmp_path / "b.h5") != sha256(tmp_path / "a.h5")
+    # real-data records (default) and labellers without them: no dataset
+    write_shard(tmp_path / "c.h5", [to_record(a, "x", i) for i, a in enumerate(labelled)])
+    assert all("energies" not in r for r in read_shard(tmp_path / "c.h5"))
+    records[1].pop("energies")
+    with pytest.raises(ValueError, match=r"1 of 2 records have per-atom 'energies'"):
+        write_shard(tmp_path / "d.h5", records)

@@ -75,10 +75,11 @@ def labelled_copy(atoms: Atoms, total_energy: float, forces: np.ndarray, labelle
 
 
 def to_record(atoms: Atoms, source: str, index: int, energy_key: str = ENERGY_KEY,
-              forces_key: str = FORCES_KEY) -> dict:
+              forces_key: str = FORCES_KEY, atomic_energies: bool = False) -> dict:
     """The labelled frame as a record (the shards' row: numbers, positions, cell, pbc, energy,
     forces and provenance), checked; errors name the file, the structure index and the key, so
-    bad input never reaches training."""
+    bad input never reaches training. With ``atomic_energies`` (synthetic shards) a frame's
+    per-atom ``energies`` label goes along; real data never carries them."""
     where = f"{source}, structure {index}"
     if energy_key not in atoms.info:
         raise ValueError(f"{where}: missing energy key '{energy_key}'")
@@ -106,4 +107,10 @@ def to_record(atoms: Atoms, source: str, index: int, energy_key: str = ENERGY_KE
             record[key] = str(atoms.info[key])
     if "time_ps" in atoms.info:
         record["time_ps"] = float(atoms.info["time_ps"])
+    if atomic_energies and ATOMIC_ENERGIES_KEY in atoms.arrays:
+        atomic = np.asarray(atoms.arrays[ATOMIC_ENERGIES_KEY], dtype=float).reshape(-1)
+        if len(atomic) != len(atoms) or not np.all(np.isfinite(atomic)):
+            raise ValueError(f"{where}: key '{ATOMIC_ENERGIES_KEY}' must hold one finite "
+                             f"value per atom ({len(atoms)})")
+        record[ATOMIC_ENERGIES_KEY] = atomic
     return record
