@@ -80,3 +80,73 @@ def test_per_atom_energies_round_trip_through_shards_and_are_all_or_none(tmp_pat
     records[1].pop("energies")
     with pytest.raises(ValueError, match=r"1 of 2 records have per-atom 'energies'"):
         write_shard(tmp_path / "d.h5", records)
+
+
+def _model_and_batch(species=("C", "Si")):
+    import torch
+
+    from defaults import model_config
+    from synthpre.frames import to_record
+    from synthpre.graph import collate
+    from synthpre.model import NequIP
+
+    labelled = label_frames([_sic_cell(1), _sic_cell(2)], get_teacher("tersoff"))
+    records = [to_record(a, "x", i, atomic_energies=True) for i, a in enumerate(labelled)]
+    torch.manual_seed(0)
+    model = NequIP.from_config(model_config(species=list(species), num_layers=1,
+                                            num_features=8, dtype="float64"))
+    return model, collate(records, list(species), model.r_max, model.dtype), records
+
+
+def test_per_atom_term_is_off_at_zero_and_pulls_atomic_energies_to_the_labels():
+    import torch
+
+    from synthpre.trainer import loss_fn
+
+    model, batch, _ = _model_and_batch()
+    out = model(batch)
+    # weight 0: the very loss of before (the term is not even added)
+    assert torch.equal(loss_fn(out, batch, 4.0), loss_fn(out, batch, 4.0, None, 0.0))
+    assert loss_fn(out, batch, 4.0, None, 2.0) > loss_fn(out, batch, 4.0)
+
+    def atomic_rmse_after(weight, steps=100):
+        torch.manual_seed(0)
+        m, b, _ = _model_and_batch()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-2)
+        for _ in range(steps):
+            opt.zero_grad()
+            loss_fn(m(b), b, 1.0, None, weight).backward()
+            opt.step()
+        return float((m(b)["atomic_energy"] - b.atomic_energy).detach().pow(2).mean().sqrt())
+
+    before = float((out["atomic_energy"] - batch.atomic_energy).detach().pow(2).mean().sqrt())
+    with_term, without = atomic_rmse_after(100.0), atomic_rmse_after(0.0)
+    assert with_term < 0.5 * before
+    assert with_term < 0.5 * without
+
+
+def test_pretraining_with_the_term_names_a_shard_without_per_atom_energies(tmp_path):
+    import pytest
+
+    from defaults import DEFAULTS
+    from synthpre import job_settings
+    from synthpre.frames import to_record
+    from synthpre.shard_files import write_shard
+    from synthpre.train import require_atomic_energies
+
+    labelled = label_frames([_sic_cell(1)], get_teacher("tersoff"))
+    write_shard(tmp_path / "with.h5", [to_record(labelled[0], "x", 0, atomic_energies=True)])
+    write_shard(tmp_path / "train-00000.h5", [to_record(labelled[0], "x", 0)])
+    info = {"labeller": "chgnet-ft"}
+    require_atomic_energies([str(tmp_path / "with.h5")], info)
+    with pytest.raises(ValueError, match=r"shard .*train-00000\.h5 \(labeller chgnet-ft\) has "
+                                         r"no per-atom energies"):
+        require_atomic_energies([str(tmp_path / "with.h5"), str(tmp_path / "train-00000.h5")],
+                                info)
+    # the weight reaches pre-training's settings (its rule's params) only when on: a study
+    # without it keeps its params; fine-tuning never gets it
+    off = job_settings.train(DEFAULTS, "pretrain")
+    assert "per_atom_energy_weight" not in off["train"]
+    on_config = {**DEFAULTS, "pretrain": {**DEFAULTS["pretrain"], "per_atom_energy_weight": 0.5}}
+    assert job_settings.train(on_config, "pretrain")["train"]["per_atom_energy_weight"] == 0.5
+    assert job_settings.train(on_config, "finetune") == job_settings.train(DEFAULTS, "finetune")

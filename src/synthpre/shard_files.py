@@ -102,6 +102,12 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
     return records
 
 
+def has_atomic_energies(path: str | os.PathLike) -> bool:
+    """Whether a shard holds per-atom energies (the optional ``energies`` dataset)."""
+    with h5py.File(path, "r") as h5:
+        return ATOMIC_ENERGIES in h5
+
+
 def read_column(path: str | os.PathLike, key: str) -> list[str]:
     """One string column (e.g. traj_id) of a shard, without reading the structures."""
     try:
