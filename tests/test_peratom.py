@@ -150,3 +150,14 @@ def test_pretraining_with_the_term_names_a_shard_without_per_atom_energies(tmp_p
     on_config = {**DEFAULTS, "pretrain": {**DEFAULTS["pretrain"], "per_atom_energy_weight": 0.5}}
     assert job_settings.train(on_config, "pretrain")["train"]["per_atom_energy_weight"] == 0.5
     assert job_settings.train(on_config, "finetune") == job_settings.train(DEFAULTS, "finetune")
+
+
+def test_an_ase_calculator_with_energies_gives_them():
+    emt = get_teacher("emt", {"emt": {"kind": "ase", "calculator": "ase.calculators.emt:EMT",
+                                      "elements": ["Cu", "Al"]}})
+    cell = bulk("Cu", "fcc", a=3.6, cubic=True).repeat((2, 1, 1))
+    cell.symbols[[1, 4]] = "Al"
+    cell.rattle(0.05, seed=1)
+    (frame,) = label_frames([cell], emt)
+    e_i = frame.arrays[ATOMIC_ENERGIES_KEY]
+    assert abs(e_i.sum() - frame.info["energy"]) < 1e-8 and np.ptp(e_i) > 1e-3

@@ -181,10 +181,18 @@ def single_point_atomic(atoms: Atoms, teacher: Teacher, calculator=None,
     if teacher.is_ase:
         probe = atoms.copy()
         probe.calc = calculator or teacher.make_calculator()
-        energies = (np.array(probe.get_potential_energies(), dtype=float)
-                    if "energies" in getattr(probe.calc, "implemented_properties", ()) else None)
-        return (float(probe.get_potential_energy()), np.array(probe.get_forces(), dtype=float),
-                energies)
+        energy, forces = single_point(atoms, teacher, probe.calc)
+        # only what the calculator computed with the energy: CHGNet lists 'energies' but fills
+        # them only with return_site_energies (off in synthpre.foundation); SevenNet and EMT do
+        atomic = probe.calc.results.get("energies") if probe.calc.results else None
+        if atomic is None:
+            return energy, forces, None
+        atomic = np.array(atomic, dtype=float).reshape(-1)
+        residual = energy - atomic.sum()
+        if len(atomic) != len(atoms) or abs(residual) > 1e-3:
+            raise ValueError(f"teacher {teacher.name}: per-atom energies (sum {atomic.sum()}) "
+                             f"do not add up to its energy {energy} eV")
+        return energy, forces, atomic + residual / len(atomic)  # float32 rounding only
     system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
     try:
         energy, forces = system.single_point()
