@@ -119,22 +119,25 @@ class LammpsSystem:
             raise RuntimeError(self.callback_error)
         return self.potential_energy(), self.forces()
 
-    def atomic_energies(self) -> np.ndarray:
-        """Per-atom energies (eV) of the current positions from ``compute pe/atom``, in ASE
-        order; they sum to the potential energy for pair and many-body styles (SNAP, Tersoff).
+    def single_point_atomic(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """Energy, forces and per-atom energies (eV) from one ``run 0`` (``compute pe/atom``,
+        invoked through thermo so it is tallied on that step), in ASE order; they sum to the potential energy for pair and many-body styles (SNAP, Tersoff).
         A ``fix external`` teacher sets only a global energy, so it has none here."""
         if self.calculator is not None:
             raise ValueError("per-atom energies: a fix external (ASE) teacher gives none "
                              "through LAMMPS; ask its calculator for 'energies'")
-        self.lmp.commands_list(["compute synthpre_pe all pe/atom", "run 0"])
+        self.lmp.commands_list(["compute synthpre_pe all pe/atom", "compute synthpre_sum all "
+                                "reduce sum c_synthpre_pe", "thermo_style custom step temp pe "
+                                "c_synthpre_sum", "run 0"])
         try:
             e = np.array(self.lmp.numpy.extract_compute("synthpre_pe", 1, 1), dtype=float)
             tags = np.array(self.lmp.numpy.extract_atom("id"), dtype=np.int64)
             out = np.empty(self.natoms)
             out[tags[:self.natoms] - 1] = e[:self.natoms]
-            return out
+            return self.potential_energy(), self.forces(), out
         finally:
-            self.lmp.command("uncompute synthpre_pe")
+            self.lmp.commands_list(["thermo_style custom step temp pe",
+                                    "uncompute synthpre_sum", "uncompute synthpre_pe"])
 
     def close(self) -> None:
         self.lmp.close()
@@ -195,8 +198,7 @@ def single_point_atomic(atoms: Atoms, teacher: Teacher, calculator=None,
         return energy, forces, atomic + residual / len(atomic)  # float32 rounding only
     system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
     try:
-        energy, forces = system.single_point()
-        return energy, forces, system.atomic_energies()
+        return system.single_point_atomic()
     finally:
         system.close()
 
