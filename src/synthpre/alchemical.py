@@ -102,7 +102,8 @@ class Alchemical:
 
     def transform(self, atoms: Atoms) -> Atoms:
         """A labelled source frame as a target frame (see the module docstring)."""
-        from .frames import ENERGY_KEY, FORCES_KEY  # ase.io: not at parse time (common.smk)
+        from .frames import (  # ase.io: not at parse time (common.smk)
+            ATOMIC_ENERGIES_KEY, ENERGY_KEY, FORCES_KEY)
 
         if ENERGY_KEY not in atoms.info or FORCES_KEY not in atoms.arrays:
             raise ValueError(f"alchemical labeller '{self.name}': a frame without "
@@ -121,6 +122,9 @@ class Alchemical:
                                    f"*{self.scale:g},E*{self.energy_scale:g},F:{self.forces}"})
         out.info.update(info)
         out.arrays[FORCES_KEY] = force_factor * np.asarray(atoms.arrays[FORCES_KEY], dtype=float)
+        if ATOMIC_ENERGIES_KEY in atoms.arrays:  # scaled like the total: they still sum to it
+            out.arrays[ATOMIC_ENERGIES_KEY] = self.energy_scale * np.asarray(
+                atoms.arrays[ATOMIC_ENERGIES_KEY], dtype=float)
         return out
 
 

@@ -17,6 +17,7 @@ from .atomic import atomic_path
 
 ENERGY_KEY = "energy"
 FORCES_KEY = "forces"
+ATOMIC_ENERGIES_KEY = "energies"
 
 
 def write_frames(path: str | os.PathLike, frames: list[Atoms]) -> None:
@@ -46,29 +47,39 @@ def read_frames(path: str | os.PathLike) -> list[Atoms]:
                 atoms.info[ENERGY_KEY] = float(calc.results["energy"])
             if "forces" in calc.results:
                 atoms.arrays[FORCES_KEY] = np.asarray(calc.results["forces"], dtype=float)
+            if "energies" in calc.results:
+                atoms.arrays[ATOMIC_ENERGIES_KEY] = np.asarray(calc.results["energies"],
+                                                               dtype=float)
             atoms.calc = None
     return frames
 
 
 def labelled_copy(atoms: Atoms, total_energy: float, forces: np.ndarray, labeller: str,
-                  e0: dict[str, float]) -> Atoms:
+                  e0: dict[str, float], atomic_energies: np.ndarray | None = None) -> Atoms:
     """A copy of ``atoms`` with one labeller's label, the label contract written once (teacher
     and GPAW labels alike): energy relative to that labeller's isolated atoms (E - sum E0),
-    forces, and the provenance keys ``labeller`` and ``e0_<Symbol>``."""
+    forces, and the provenance keys ``labeller`` and ``e0_<Symbol>``. Per-atom energies, where
+    the labeller gives them, are shifted the same way (E_i - E0(species_i)), so they sum to the
+    stored energy; a labeller without them stores no ``energies`` array."""
     out = atoms.copy()
     out.calc = None
     out.info[ENERGY_KEY] = float(total_energy) - sum(e0[s] for s in atoms.get_chemical_symbols())
     out.arrays[FORCES_KEY] = np.asarray(forces, dtype=float).reshape(len(atoms), 3)
+    out.arrays.pop(ATOMIC_ENERGIES_KEY, None)
+    if atomic_energies is not None:
+        shift = np.array([e0[s] for s in atoms.get_chemical_symbols()], dtype=float)
+        out.arrays[ATOMIC_ENERGIES_KEY] = np.asarray(atomic_energies, dtype=float) - shift
     out.info["labeller"] = labeller
     out.info.update({f"e0_{s}": float(v) for s, v in e0.items()})
     return out
 
 
 def to_record(atoms: Atoms, source: str, index: int, energy_key: str = ENERGY_KEY,
-              forces_key: str = FORCES_KEY) -> dict:
+              forces_key: str = FORCES_KEY, atomic_energies: bool = False) -> dict:
     """The labelled frame as a record (the shards' row: numbers, positions, cell, pbc, energy,
     forces and provenance), checked; errors name the file, the structure index and the key, so
-    bad input never reaches training."""
+    bad input never reaches training. With ``atomic_energies`` (synthetic shards) a frame's
+    per-atom ``energies`` label goes along; real data never carries them."""
     where = f"{source}, structure {index}"
     if energy_key not in atoms.info:
         raise ValueError(f"{where}: missing energy key '{energy_key}'")
@@ -96,4 +107,10 @@ def to_record(atoms: Atoms, source: str, index: int, energy_key: str = ENERGY_KE
             record[key] = str(atoms.info[key])
     if "time_ps" in atoms.info:
         record["time_ps"] = float(atoms.info["time_ps"])
+    if atomic_energies and ATOMIC_ENERGIES_KEY in atoms.arrays:
+        atomic = np.asarray(atoms.arrays[ATOMIC_ENERGIES_KEY], dtype=float).reshape(-1)
+        if len(atomic) != len(atoms) or not np.all(np.isfinite(atomic)):
+            raise ValueError(f"{where}: key '{ATOMIC_ENERGIES_KEY}' must hold one finite "
+                             f"value per atom ({len(atoms)})")
+        record[ATOMIC_ENERGIES_KEY] = atomic
     return record

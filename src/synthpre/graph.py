@@ -28,6 +28,7 @@ class Batch:
     n_atoms: torch.Tensor      # (B,) long
     energy: torch.Tensor | None = None  # (B,) eV, when the records are labelled
     forces: torch.Tensor | None = None  # (N, 3) eV/Å, when the records are labelled
+    atomic_energy: torch.Tensor | None = None  # (N,) eV, when the labeller gave per-atom ones
 
     @property
     def num_structures(self) -> int:
@@ -86,6 +87,8 @@ def build_graph(record: dict, species: list[str], r_max: float, dtype=torch.floa
         energy=torch.tensor([float(record["energy"])], dtype=dtype) if labelled else None,
         forces=torch.tensor(np.asarray(record["forces"]), dtype=dtype).reshape(n, 3)
         if labelled else None,
+        atomic_energy=torch.tensor(np.asarray(record["energies"]), dtype=dtype).reshape(n)
+        if "energies" in record else None,
     )
 
 
@@ -94,6 +97,7 @@ def concat(graphs: list[Batch]) -> Batch:
     offsets = torch.cumsum(torch.tensor([0] + [int(g.n_atoms.sum()) for g in graphs]), 0)
     n_struct = torch.cumsum(torch.tensor([0] + [g.num_structures for g in graphs]), 0)
     labelled = all(g.energy is not None for g in graphs)
+    atomic = all(g.atomic_energy is not None for g in graphs)
     return Batch(
         species=torch.cat([g.species for g in graphs]),
         positions=torch.cat([g.positions for g in graphs]),
@@ -105,6 +109,7 @@ def concat(graphs: list[Batch]) -> Batch:
         n_atoms=torch.cat([g.n_atoms for g in graphs]),
         energy=torch.cat([g.energy for g in graphs]) if labelled else None,
         forces=torch.cat([g.forces for g in graphs]) if labelled else None,
+        atomic_energy=torch.cat([g.atomic_energy for g in graphs]) if atomic else None,
     )
 
 

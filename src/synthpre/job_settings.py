@@ -175,6 +175,9 @@ def train(config: dict, stage: str) -> dict:
     model = {k: v for k, v in config["model"].items() if k not in RUN_FIELDS["model"]}
     settings = {"elements": config["elements"], "model": model,
                 "train": {k: merged[k] for k in TRAIN_FIELDS}}
+    if stage == "pretrain" and config["pretrain"]["per_atom_energy_weight"] > 0:
+        # only when on: at 0 the settings (the rule's params) stay as before the term existed
+        settings["train"]["per_atom_energy_weight"] = config["pretrain"]["per_atom_energy_weight"]
     if stage != "pretrain":
         settings["fit_shift"] = config["finetune"]["fit_shift"]
     if stage == "replay":

@@ -15,7 +15,7 @@ from ase import Atoms
 from .alchemical import alchemical_of
 from .foundation import label_batch, on_gpu
 from .frames import labelled_copy
-from .lammps_system import isolated_atom_energy, single_point
+from .lammps_system import isolated_atom_energy, single_point_atomic
 from .progress import Progress
 from .teachers import Teacher, get_teacher
 
@@ -28,7 +28,8 @@ def isolated_atom_energies(teacher: Teacher, elements: list[str], calculator=Non
 
 def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | None = None,
                  lammps_args: tuple[str, ...] = ()) -> list[Atoms]:
-    """Copies of ``frames`` with ``energy`` (E - sum E0) and ``forces`` from ``labeller``."""
+    """Copies of ``frames`` with ``energy`` (E - sum E0) and ``forces`` from ``labeller``, and
+    per-atom ``energies`` (E_i - E0_i) where the labeller gives local energies."""
     elements = sorted({s for atoms in frames for s in atoms.get_chemical_symbols()})
     calculator = labeller.make_calculator() if labeller.is_ase else None
     e0 = e0 or isolated_atom_energies(labeller, elements, calculator, lammps_args)
@@ -37,9 +38,9 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
     labelled = []
     progress = Progress(f"label with {labeller.name}", len(frames), unit="frames")
     for k, atoms in enumerate(frames):
-        energy, forces = ((batched[0][k], batched[1][k]) if batched else
-                          single_point(atoms, labeller, calculator, lammps_args))
-        labelled.append(labelled_copy(atoms, energy, forces, labeller.name, e0))
+        energy, forces, atomic = ((batched[0][k], batched[1][k], None) if batched else
+                                  single_point_atomic(atoms, labeller, calculator, lammps_args))
+        labelled.append(labelled_copy(atoms, energy, forces, labeller.name, e0, atomic))
         progress.update(len(labelled))
     return labelled
 

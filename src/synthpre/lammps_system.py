@@ -119,6 +119,26 @@ class LammpsSystem:
             raise RuntimeError(self.callback_error)
         return self.potential_energy(), self.forces()
 
+    def single_point_atomic(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """Energy, forces and per-atom energies (eV) from one ``run 0`` (``compute pe/atom``,
+        invoked through thermo so it is tallied on that step), in ASE order; they sum to the potential energy for pair and many-body styles (SNAP, Tersoff).
+        A ``fix external`` teacher sets only a global energy, so it has none here."""
+        if self.calculator is not None:
+            raise ValueError("per-atom energies: a fix external (ASE) teacher gives none "
+                             "through LAMMPS; ask its calculator for 'energies'")
+        self.lmp.commands_list(["compute synthpre_pe all pe/atom", "compute synthpre_sum all "
+                                "reduce sum c_synthpre_pe", "thermo_style custom step temp pe "
+                                "c_synthpre_sum", "run 0"])
+        try:
+            e = np.array(self.lmp.numpy.extract_compute("synthpre_pe", 1, 1), dtype=float)
+            tags = np.array(self.lmp.numpy.extract_atom("id"), dtype=np.int64)
+            out = np.empty(self.natoms)
+            out[tags[:self.natoms] - 1] = e[:self.natoms]
+            return self.potential_energy(), self.forces(), out
+        finally:
+            self.lmp.commands_list(["thermo_style custom step temp pe",
+                                    "uncompute synthpre_sum", "uncompute synthpre_pe"])
+
     def close(self) -> None:
         self.lmp.close()
 
@@ -151,6 +171,34 @@ def single_point(atoms: Atoms, teacher: Teacher, calculator=None,
     system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
     try:
         return system.single_point()
+    finally:
+        system.close()
+
+
+def single_point_atomic(atoms: Atoms, teacher: Teacher, calculator=None,
+                        lammps_args: tuple[str, ...] = ()
+                        ) -> tuple[float, np.ndarray, np.ndarray | None]:
+    """Like :func:`single_point`, plus per-atom energies (eV) where the teacher gives local
+    energies: a LAMMPS pair style through ``compute pe/atom``, an ASE calculator that
+    implements ``energies``; None for the others (their labels carry no per-atom energies)."""
+    if teacher.is_ase:
+        probe = atoms.copy()
+        probe.calc = calculator or teacher.make_calculator()
+        energy, forces = single_point(atoms, teacher, probe.calc)
+        # only what the calculator computed with the energy: CHGNet lists 'energies' but fills
+        # them only with return_site_energies (off in synthpre.foundation); SevenNet and EMT do
+        atomic = probe.calc.results.get("energies") if probe.calc.results else None
+        if atomic is None:
+            return energy, forces, None
+        atomic = np.array(atomic, dtype=float).reshape(-1)
+        residual = energy - atomic.sum()
+        if len(atomic) != len(atoms) or abs(residual) > 1e-3:
+            raise ValueError(f"teacher {teacher.name}: per-atom energies (sum {atomic.sum()}) "
+                             f"do not add up to its energy {energy} eV")
+        return energy, forces, atomic + residual / len(atomic)  # float32 rounding only
+    system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
+    try:
+        return system.single_point_atomic()
     finally:
         system.close()
 

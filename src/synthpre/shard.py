@@ -36,7 +36,7 @@ def build_shards(labelled_files: list[str], md_status_files: list[str], out_dir:
     e0, labeller, elements = {}, None, set()
     for path in labelled_files:
         for index, atoms in enumerate(read_frames(path)):
-            record = to_record(atoms, path, index)
+            record = to_record(atoms, path, index, atomic_energies=True)
             labeller = atoms.info.get("labeller", labeller)
             e0.update({k[3:]: float(v) for k, v in atoms.info.items() if k.startswith("e0_")})
             elements.update(atoms.get_chemical_symbols())

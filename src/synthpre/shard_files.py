@@ -19,10 +19,17 @@ from .atomic import atomic_path
 
 STRING = h5py.string_dtype()
 OPTIONAL_STRINGS = ("config_type", "traj_id")
+ATOMIC_ENERGIES = "energies"  # optional per-atom dataset, (n_atoms,), eV, same ptr as forces
 
 
 def write_shard(path: str | os.PathLike, records: list[dict], attrs: dict | None = None) -> None:
-    """Write records to one HDF5 file atomically."""
+    """Write records to one HDF5 file atomically. Per-atom energies are a dataset only when
+    every record has them: a shard mixing frames with and without them is refused, so a shard
+    either carries them for all its frames or for none."""
+    with_atomic = sum(ATOMIC_ENERGIES in r for r in records)
+    if 0 < with_atomic < len(records):
+        raise ValueError(f"{path}: {with_atomic} of {len(records)} records have per-atom "
+                         f"'{ATOMIC_ENERGIES}'; a shard holds them for all frames or none")
     counts = np.array([len(r["numbers"]) for r in records], dtype=np.int64)
     ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
@@ -35,6 +42,9 @@ def write_shard(path: str | os.PathLike, records: list[dict], attrs: dict | None
         h5["cell"] = np.array([r["cell"] for r in records], dtype=np.float64).reshape(-1, 3, 3)
         h5["pbc"] = np.array([r["pbc"] for r in records], dtype=bool).reshape(-1, 3)
         h5["energy"] = np.array([r["energy"] for r in records], dtype=np.float64)
+        if records and with_atomic:
+            h5[ATOMIC_ENERGIES] = np.concatenate([r[ATOMIC_ENERGIES] for r in records]
+                                                 ).astype(np.float64)
         h5["time_ps"] = np.array([r.get("time_ps", np.nan) for r in records], dtype=np.float64)
         for key in OPTIONAL_STRINGS:
             h5.create_dataset(key, data=[str(r.get(key, "")) for r in records], dtype=STRING)
@@ -59,10 +69,17 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
             cell, pbc = h5["cell"][:], h5["pbc"][:]
             energy, time_ps = h5["energy"][:], h5["time_ps"][:].tolist()
             strings = [(k, h5[k].asstr()[:].tolist()) for k in OPTIONAL_STRINGS]
+            atomic = h5[ATOMIC_ENERGIES][:] if ATOMIC_ENERGIES in h5 else None
     except (OSError, KeyError) as err:
         raise ValueError(f"{path}: not a readable shard ({err}); expected an HDF5 file with "
                          f"datasets ptr, numbers, positions, forces, cell, pbc, energy") from err
-    for key, values in (("energy", energy), ("forces", forces), ("positions", positions)):
+    checked = (("energy", energy), ("forces", forces), ("positions", positions))
+    if atomic is not None:
+        if len(atomic) != len(numbers):
+            raise ValueError(f"{path}: dataset '{ATOMIC_ENERGIES}' has {len(atomic)} rows, "
+                             f"expected one per atom ({len(numbers)})")
+        checked += ((ATOMIC_ENERGIES, atomic),)
+    for key, values in checked:
         bad = ~np.isfinite(values.reshape(len(values), -1)).all(axis=1)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
@@ -74,6 +91,8 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
     for i, (a, b) in enumerate(zip(ptr[:-1], ptr[1:])):
         record = {"numbers": numbers[a:b], "positions": positions[a:b], "cell": cell[i],
                   "pbc": pbc[i], "energy": energy[i], "forces": forces[a:b]}
+        if atomic is not None:
+            record[ATOMIC_ENERGIES] = atomic[a:b]
         if math.isfinite(time_ps[i]):
             record["time_ps"] = time_ps[i]
         for key, values in strings:
@@ -81,6 +100,12 @@ def read_shard(path: str | os.PathLike) -> list[dict]:
                 record[key] = values[i]
         records.append(record)
     return records
+
+
+def has_atomic_energies(path: str | os.PathLike) -> bool:
+    """Whether a shard holds per-atom energies (the optional ``energies`` dataset)."""
+    with h5py.File(path, "r") as h5:
+        return ATOMIC_ENERGIES in h5
 
 
 def read_column(path: str | os.PathLike, key: str) -> list[str]:

@@ -32,7 +32,8 @@ from .preemption import request_stop
 from .real_data import training_subset
 from .replay import Replay, shift_energies
 from .shard import pretraining_subset, shard_paths, synthetic_validation
-from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
+from .shard_files import (has_atomic_energies, read_attrs, read_shard, sha256, shard_batches,
+                          verify_checksums)
 from .trainer import TrainConfig, mean_neighbors, predict, train, world
 
 FINETUNE_MODES = ("finetune", "replay", "frozen")
@@ -42,7 +43,19 @@ def train_config(settings: dict, options: dict, device: str) -> TrainConfig:
     """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)
     and how it runs (``job_settings.train_run_options``)."""
     run = {k: options[k] for k in RUN_FIELDS["train"]}
-    return strict(TrainConfig, settings["train"], "train", device=device, **run)
+    recipe = {"per_atom_energy_weight": 0.0, **settings["train"]}  # absent: off (TrainConfig)
+    return strict(TrainConfig, recipe, "train", device=device, **run)
+
+
+def require_atomic_energies(paths: list[str], info: dict) -> None:
+    """A pre-training with the per-atom energy term needs per-atom labels in every shard;
+    a labeller without local energies (fix external teachers, batched GPU labelling) stores
+    none, and the job fails naming the shard and the labeller rather than train without."""
+    for path in paths:
+        if not has_atomic_energies(path):
+            raise ValueError(f"pretrain.per_atom_energy_weight > 0 but shard {path} (labeller "
+                             f"{info.get('labeller')}) has no per-atom energies ('energies'); "
+                             f"set the weight to 0 or use a labeller that gives local energies")
 
 
 def check_compatible(model: NequIP, init: str, species: list[str], r_max: float) -> None:
@@ -155,6 +168,8 @@ def run_training(settings: dict, options: dict, stage: str, out: str,
         train_paths = shard_paths(manifest, "train")
         val = synthetic_validation(manifest)
         avg_neighbours = info["stats"]["train"]["mean_neighbours"]  # counted when sharding
+        if cfg.per_atom_energy_weight > 0:
+            require_atomic_energies(train_paths + shard_paths(manifest, "val"), info)
         subset = None if n_pretrain is None else \
             pretraining_subset(train_paths, n_pretrain, cfg.seed)
 

@@ -72,6 +72,9 @@ class TrainConfig:
     loader_workers: int         # processes building a streamed source's graphs (0: this one)
     capture: bool | str         # the whole step as one compiled graph: true, false, auto
     device: str                 # picked in one place: train.join_ranks_and_pick_device
+    # pretrain.per_atom_energy_weight (the schema's default 0 is off): a job's settings carry
+    # it only when on (job_settings.train), so studies without it rerun nothing
+    per_atom_energy_weight: float = 0.0
 
 
 def mean_neighbors(records: list[dict], r_max: float) -> float:
@@ -81,7 +84,8 @@ def mean_neighbors(records: list[dict], r_max: float) -> float:
 
 
 def loss_fn(out: dict, batch: Batch, energy_weight: float,
-            totals: tuple[int, int] | None = None) -> torch.Tensor:
+            totals: tuple[int, int] | None = None,
+            per_atom_energy_weight: float = 0.0) -> torch.Tensor:
     """Force-component MSE + energy_weight x per-atom energy MSE.
 
     ``totals`` = (atoms, structures) of the whole batch when ``batch`` is one rank's share:
@@ -91,7 +95,11 @@ def loss_fn(out: dict, batch: Batch, energy_weight: float,
     n_atoms, n_struct = totals or (batch.forces.shape[0], batch.energy.shape[0])
     force_sse = (out["forces"] - batch.forces).pow(2).sum()
     energy_sse = ((out["energy"] - batch.energy) / batch.n_atoms).pow(2).sum()
-    return force_sse / (3 * n_atoms) + energy_weight * energy_sse / n_struct
+    loss = force_sse / (3 * n_atoms) + energy_weight * energy_sse / n_struct
+    if per_atom_energy_weight > 0:  # off: not even added, so the loss is today's bit for bit
+        atomic_sse = (out["atomic_energy"] - batch.atomic_energy).pow(2).sum()
+        loss = loss + per_atom_energy_weight * atomic_sse / n_atoms
+    return loss
 
 
 def captured_step(capture: bool | str, device) -> bool:
@@ -146,11 +154,14 @@ def records_share(records: list[dict], rank: int, size: int, graph_args: tuple) 
 
 def gradient_step(model: NequIP, share: Share, energy_weight: float, device,
                   replay: Share | None = None, replay_weight: float = 0.0,
-                  captured: CapturedStep | None = None) -> torch.Tensor:
+                  captured: CapturedStep | None = None,
+                  per_atom_energy_weight: float = 0.0) -> torch.Tensor:
     """Loss and gradients of one batch (``.grad`` set, summed over ranks); returns the loss as
     a 0-d tensor on ``device`` (reading it would make the host wait for the GPU every step).
     ``replay`` adds ``replay_weight`` x its own loss (normalised over itself). ``captured``
-    (``synthpre.capture``, of ``model``): the same loss from one compiled graph."""
+    (``synthpre.capture``, of ``model``): the same loss from one compiled graph (without the
+    per-atom energy term: ``train`` runs op by op when that term is on). Replay frames are real
+    data, so the per-atom term applies to ``share`` only."""
     size = world()[1]
     loss = torch.zeros((), dtype=model.dtype, device=device)
     for part, weight in ((share, 1.0), (replay, replay_weight)):
@@ -159,7 +170,8 @@ def gradient_step(model: NequIP, share: Share, energy_weight: float, device,
             if captured is not None:
                 part_loss = captured(batch, energy_weight, part.totals)[0]
             else:
-                part_loss = loss_fn(model(batch), batch, energy_weight, part.totals)
+                part_loss = loss_fn(model(batch), batch, energy_weight, part.totals,
+                                    per_atom_energy_weight if part is share else 0.0)
             loss = loss + weight * part_loss
     if loss.requires_grad:
         loss.backward()
@@ -185,6 +197,20 @@ def _predict_batches(model: NequIP, batches: Iterable[Batch], device) -> list:
         splits = np.cumsum(batch.n_atoms.numpy())[:-1]
         results.extend(zip(energy.tolist(), np.split(forces, splits)))
     return results
+
+
+def _atomic_rmse(model: NequIP, batches: Iterable[Batch], device) -> float:
+    """RMSE (eV) of the per-atom energies against the labeller's, over all atoms of
+    ``batches`` (reported when the per-atom energy term is on)."""
+    sse, count = 0.0, 0
+    for batch in batches:
+        if batch.atomic_energy is None:
+            raise ValueError("per-atom energy RMSE: validation frames without per-atom "
+                             "energies")
+        out = model(batch.to(device))
+        diff = out["atomic_energy"].detach().cpu().double() - batch.atomic_energy.double()
+        sse, count = sse + float(diff.pow(2).sum()), count + diff.numel()
+    return math.sqrt(sse / max(count, 1))
 
 
 def predict(model: NequIP, records: list[dict], batch_size: int = 20) -> list:
@@ -285,7 +311,9 @@ def _read_checkpoint(path: Path) -> dict:
 
 def _write_metrics(path: Path, history: list[dict]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS)
+    extra = ["val_atomic_energy_rmse"] if history and "val_atomic_energy_rmse" in history[0] \
+        else []
+    writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS + extra)
     writer.writeheader()
     writer.writerows(history)
     with atomic_path(path) as tmp:
@@ -363,7 +391,8 @@ def train(model: NequIP,
         for p in model.parameters():
             dist.broadcast(p.data, 0)
     ema = copy.deepcopy(model).eval()
-    captured = CapturedStep(model) if captured_step(cfg.capture, device) else None
+    captured = CapturedStep(model) if captured_step(cfg.capture, device) \
+        and cfg.per_atom_energy_weight == 0 else None
     optimizer = adam(model, cfg.lr, captured is not None)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="min", factor=cfg.lr_factor, patience=cfg.lr_patience)
@@ -431,7 +460,7 @@ def train(model: NequIP,
                                       rank, size, graph_args)
             step_losses.append(gradient_step(model, share, cfg.energy_weight, device,
                                              extra, replay.weight if replay else 0.0,
-                                             captured))
+                                             captured, cfg.per_atom_energy_weight))
             optimizer.step()
             n = state["ema_updates"] = state["ema_updates"] + 1
             _update_ema(ema, model, n, cfg.ema_decay)
@@ -446,6 +475,8 @@ def train(model: NequIP,
         losses, state["epoch_losses"], state["batches_done"] = state["epoch_losses"], [], 0
 
         val = _metrics(val_records, _predict_batches(ema, val_batches, device))
+        if cfg.per_atom_energy_weight > 0:
+            val["atomic_energy_rmse"] = _atomic_rmse(ema, val_batches, device)
         val_f = val["force_rmse"]
         for key in ("force_rmse", "energy_rmse_per_atom"):
             _check_finite(val[key], f"the validation {key}", f"{name}, epoch {epoch}")
@@ -469,7 +500,9 @@ def train(model: NequIP,
             "epoch": epoch, "train_loss": float(np.mean(losses)),
             "val_energy_rmse_per_atom": val["energy_rmse_per_atom"], "val_force_rmse": val_f,
             "lr": optimizer.param_groups[0]["lr"], "wall_time_s": state["wall_time_s"],
-            "steps": state["ema_updates"]})
+            "steps": state["ema_updates"],
+            **({"val_atomic_energy_rmse": val["atomic_energy_rmse"]}
+               if "atomic_energy_rmse" in val else {})})
         if rank == 0:
             _write_metrics(out_dir / "metrics.csv", state["history"])
         seconds = time.perf_counter() - start
