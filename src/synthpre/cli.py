@@ -32,6 +32,12 @@ def _settings(args) -> dict:
     return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
 
 
+def _add_omp_threads(p: argparse.ArgumentParser) -> None:
+    """The LAMMPS-running commands (md, label, stability) share one thread option."""
+    p.add_argument("--omp-threads", type=int, default=0,
+                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+
+
 def _add_settings(p: argparse.ArgumentParser, slice_of, required: bool = True) -> None:
     group = p.add_mutually_exclusive_group(required=required)
     group.add_argument("--settings", help="JSON (or @file.json): the slice the rule passes "
@@ -215,8 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", required=True, help="d<density>-T<anneal K>-r<replica>")
     p.add_argument("--out-frames", required=True)
     p.add_argument("--out-status", required=True)
-    p.add_argument("--omp-threads", type=int, default=0,
-                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+    _add_omp_threads(p)
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("label", help="label MD frames with one labeller")
@@ -225,8 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeller", required=True)
     p.add_argument("--frames", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--omp-threads", type=int, default=0,
-                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+    _add_omp_threads(p)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("teacher-finetune", help="fine-tune a foundation teacher on a subset "
@@ -328,8 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", help="e.g. scratch/n25/s1 or pretrain/snap_c (recorded)")
     p.add_argument("--out", required=True, help="stability.json")
     p.add_argument("--frames", required=True, help="extxyz of the dumped frames")
-    p.add_argument("--omp-threads", type=int, default=0,
-                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+    _add_omp_threads(p)
     p.set_defaults(func=cmd_stability)
 
     p = sub.add_parser("stability-starts", help="start cells for stability MD, melted and "

@@ -98,11 +98,10 @@ def captured_step(capture: bool | str, device) -> bool:
     """The one place that picks how a training step runs: as one captured, compiled graph
     (``synthpre.capture``) or op by op (with the fast kernel's bodies compiled or not,
     ``model.compile``). ``train.capture`` true or false decides; ``auto`` decides by device,
-    as measured (docs/benchmarks.md, issue 19): on a GPU the op-by-op step is launch-bound
+    as measured (docs/benchmarks.md): on a GPU the op-by-op step is launch-bound
     (thousands of kernels per step), so the captured one; on a CPU, where per-op dispatch
-    costs little beside the arithmetic, the op-by-op step with compiled bodies (1.3x the
-    captured step per CPU second at the paper's size, which also takes 10-25 minutes to
-    trace and compile there)."""
+    costs little beside the arithmetic, the op-by-op step with compiled bodies is faster per
+    CPU second at the paper's size, and the captured step takes minutes to trace and compile."""
     if capture == "auto":
         return torch.device(device).type == "cuda"
     return bool(capture)
