@@ -22,6 +22,7 @@ from ase import Atoms
 from ase.calculators.lammps import Prism
 from ase.data import atomic_masses, atomic_numbers
 
+from .cells import isolated_atom
 from .lammps_runtime import new_lammps
 from .teachers import Teacher
 
@@ -155,6 +156,6 @@ def single_point(atoms: Atoms, teacher: Teacher, calculator=None,
 
 def isolated_atom_energy(symbol: str, teacher: Teacher, box: float = 20.0, calculator=None,
                          lammps_args: tuple[str, ...] = ()) -> float:
-    """E0: one atom alone in a periodic cube wider than twice any teacher's cutoff."""
-    return single_point(Atoms(symbol, positions=[[0, 0, 0]], cell=[box] * 3, pbc=True),
-                        teacher, calculator, lammps_args)[0]
+    """E0: one atom alone in a periodic cube wider than twice any teacher's cutoff (the DFT
+    labeller has its own, ``dft.isolated_atom_energy``: see there why)."""
+    return single_point(isolated_atom(symbol, box), teacher, calculator, lammps_args)[0]
