@@ -33,7 +33,8 @@ from .real_data import training_subset
 from .replay import Replay, shift_energies
 from .shard import pretraining_subset, shard_paths, synthetic_validation
 from .shard_files import read_attrs, read_shard, sha256, shard_batches, verify_checksums
-from .trainer import TrainConfig, mean_neighbors, predict, train, world
+from .predict import predict
+from .trainer import TrainConfig, mean_neighbors, train, world
 
 FINETUNE_MODES = ("finetune", "replay", "frozen")
 
