@@ -60,17 +60,14 @@ def cmd_md(args) -> None:
 
 def cmd_label(args) -> None:
     """Label one frames file; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
-    from .frames import read_frames, write_frames
-    from .label import label_job
-    from .lammps_system import mpi_rank, omp_args
+    from .label import run_label_job
+    from .lammps_system import omp_args
 
     settings = _settings(args) if (args.settings or args.configfile) else {"teachers": {}}
-    frames = read_frames(args.frames)
-    labelled = label_job(settings, args.labeller, frames, omp_args(args.omp_threads))
-    if mpi_rank() != 0:
-        return
-    write_frames(args.out, labelled)
-    print(f"labelled {len(frames)} frames with {args.labeller}")
+    n = run_label_job(settings, args.labeller, args.frames, args.out,
+                      omp_args(args.omp_threads))
+    if n is not None:  # rank 0
+        print(f"labelled {n} frames with {args.labeller}")
 
 
 def cmd_teacher_finetune(args) -> None:
@@ -90,10 +87,9 @@ def cmd_shard(args) -> None:
 
 
 def cmd_real_data(args) -> None:
-    from .real_data import ingest
+    from .real_data import run_real_data_job
 
-    s = _settings(args)
-    print(json.dumps(ingest(args.source, args.out_dir, s["elements"], **s["real"])))
+    print(json.dumps(run_real_data_job(_settings(args), args.source, args.out_dir)))
 
 
 def cmd_fetch_real(args) -> None:
