@@ -270,3 +270,15 @@ def test_the_silicon_example_plans_its_study_with_silicon_settings(tmp_path):
     assert proc.returncode != 0
     assert "'finetune.n_train' asks for [13] structures but the real training pool has only " \
            "12" in proc.stdout + proc.stderr
+
+
+def test_freezing_more_layers_than_the_schemas_default_model_has_stops_the_run():
+    # model.num_layers left out: the schema's default (4) is the model the job would build.
+    def frozen(layers):
+        return complete({**MINIMAL, "real": {"source": str(REPO / "data/demo/carbon-dft.extxyz")},
+                         "finetune": {**MINIMAL["finetune"], "modes": ["frozen"],
+                                      "freeze_layers": layers}})
+    assert frozen(5)["model"]["num_layers"] == 4
+    with pytest.raises(ConfigError, match="'finetune.freeze_layers' is 5 but model.num_layers is 4"):
+        check_config(frozen(5), read_data=False)
+    check_config(frozen(4), read_data=False)

@@ -15,7 +15,7 @@ from synthpre.teachers import get_teacher
 
 # LAMMPS's own Tersoff wrapped as an ASE calculator (a second LAMMPS instance): the same
 # potential as the native pair style, so the two runs must give the same trajectory.
-WRAPPED = {"tersoff_ase": {"kind": "ase", "calculator": "synthpre.lammps_system:LammpsCalculator",
+WRAPPED = {"tersoff_ase": {"kind": "ase", "calculator": "lammps_wrap:LammpsCalculator",
                            "kwargs": {"teacher": "tersoff"}, "elements": ["C", "Si"]},
            "emt": {"kind": "ase", "calculator": "ase.calculators.emt:EMT", "kwargs": {},
                    "elements": ["C"]}}

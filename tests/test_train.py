@@ -9,7 +9,7 @@ from test_trainer import carbon_records
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
 from synthpre.train import check_compatible, fit_shift
-from synthpre.trainer import predict
+from synthpre.predict import predict
 
 
 def small_model(species=("C",), r_max=4.0):

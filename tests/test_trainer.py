@@ -17,13 +17,8 @@ from defaults import model_config, train_config
 from synthpre.calculator import SynthpreCalculator
 from synthpre.model import NequIP
 from synthpre.preemption import STOP_REQUESTED, Preempted, request_stop
-from synthpre.trainer import (
-    TrainingDiverged,
-    evaluate_metrics,
-    mean_neighbors,
-    predict,
-    train,
-)
+from synthpre.predict import evaluate_metrics, predict
+from synthpre.trainer import TrainingDiverged, mean_neighbors, train
 
 MORSE = {"epsilon": 1.0, "rho0": 4.0, "r0": 1.55, "rcut1": 2.6, "rcut2": 3.2}
 

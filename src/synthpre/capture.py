@@ -19,11 +19,11 @@ reuse it, no padding.
 
 While tracing, the fast kernel's bodies take the broadcast forms their own torch.compile
 path uses (``kernel._fused``; Inductor fuses them into loops) and write no temporary in
-place (``kernel._Tracing``). Measured at the paper's size on a CPU (docs/benchmarks.md,
-issue 19): 456 leaf ops dispatched outside compiled code per step against 8,799 eager (fewer
-with fused Adam), 2x eager per CPU second, but 0.77x the op-by-op step with compiled bodies,
-and 10-25 minutes to trace and compile on a loaded 2-core machine: so ``train.capture: auto``
-takes it on a GPU only (``trainer.captured_step``).
+place (``kernel._Tracing``). On a CPU at the paper's size it
+dispatches far fewer ops than eager and beats eager per CPU second, but loses to the op-by-op
+step with compiled bodies and takes minutes to trace and compile (numbers in
+docs/benchmarks.md): so ``train.capture: auto`` takes it on a GPU only
+(``trainer.captured_step``).
 
 The captured step computes the same function as ``loss_fn(model(batch), ...)`` (to float
 rounding; tests/test_capture.py checks loss, forces and parameter gradients in float64), so

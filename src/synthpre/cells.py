@@ -10,6 +10,12 @@ AMU_G = 1.66053906660e-24  # grams per atomic mass unit
 A3_CM3 = 1e-24             # cm^3 per Å^3
 
 
+def isolated_atom(symbol: str, box: float) -> Atoms:
+    """One atom at the centre of a periodic cube of side ``box`` Å: the cell every labeller's
+    E0 is computed in (a potential and DFT differ only in the box they need, see callers)."""
+    return Atoms(symbol, positions=[(box / 2,) * 3], cell=[box] * 3, pbc=True)
+
+
 def cube_length(symbols: list[str], density: float) -> float:
     """Edge (Å) of the cube that holds these atoms at ``density`` g/cm^3."""
     mass_g = sum(atomic_masses[atomic_numbers[s]] for s in symbols) * AMU_G

@@ -32,6 +32,12 @@ def _settings(args) -> dict:
     return json.loads(Path(text[1:]).read_text() if text.startswith("@") else text)
 
 
+def _add_omp_threads(p: argparse.ArgumentParser) -> None:
+    """The LAMMPS-running commands (md, label, stability) share one thread option."""
+    p.add_argument("--omp-threads", type=int, default=0,
+                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+
+
 def _add_settings(p: argparse.ArgumentParser, slice_of, required: bool = True) -> None:
     group = p.add_mutually_exclusive_group(required=required)
     group.add_argument("--settings", help="JSON (or @file.json): the slice the rule passes "
@@ -54,17 +60,14 @@ def cmd_md(args) -> None:
 
 def cmd_label(args) -> None:
     """Label one frames file; under ``mpiexec -n N`` every rank runs LAMMPS, rank 0 writes."""
-    from .frames import read_frames, write_frames
-    from .label import label_job
-    from .lammps_system import mpi_rank, omp_args
+    from .label import run_label_job
+    from .lammps_system import omp_args
 
     settings = _settings(args) if (args.settings or args.configfile) else {"teachers": {}}
-    frames = read_frames(args.frames)
-    labelled = label_job(settings, args.labeller, frames, omp_args(args.omp_threads))
-    if mpi_rank() != 0:
-        return
-    write_frames(args.out, labelled)
-    print(f"labelled {len(frames)} frames with {args.labeller}")
+    n = run_label_job(settings, args.labeller, args.frames, args.out,
+                      omp_args(args.omp_threads))
+    if n is not None:  # rank 0
+        print(f"labelled {n} frames with {args.labeller}")
 
 
 def cmd_teacher_finetune(args) -> None:
@@ -84,10 +87,9 @@ def cmd_shard(args) -> None:
 
 
 def cmd_real_data(args) -> None:
-    from .real_data import ingest
+    from .real_data import run_real_data_job
 
-    s = _settings(args)
-    print(json.dumps(ingest(args.source, args.out_dir, s["elements"], **s["real"])))
+    print(json.dumps(run_real_data_job(_settings(args), args.source, args.out_dir)))
 
 
 def cmd_fetch_real(args) -> None:
@@ -215,8 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--job", required=True, help="d<density>-T<anneal K>-r<replica>")
     p.add_argument("--out-frames", required=True)
     p.add_argument("--out-status", required=True)
-    p.add_argument("--omp-threads", type=int, default=0,
-                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+    _add_omp_threads(p)
     p.set_defaults(func=cmd_md)
 
     p = sub.add_parser("label", help="label MD frames with one labeller")
@@ -225,8 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labeller", required=True)
     p.add_argument("--frames", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--omp-threads", type=int, default=0,
-                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+    _add_omp_threads(p)
     p.set_defaults(func=cmd_label)
 
     p = sub.add_parser("teacher-finetune", help="fine-tune a foundation teacher on a subset "
@@ -328,8 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--point", help="e.g. scratch/n25/s1 or pretrain/snap_c (recorded)")
     p.add_argument("--out", required=True, help="stability.json")
     p.add_argument("--frames", required=True, help="extxyz of the dumped frames")
-    p.add_argument("--omp-threads", type=int, default=0,
-                   help="OpenMP threads per MPI rank for LAMMPS (-sf omp -pk omp N)")
+    _add_omp_threads(p)
     p.set_defaults(func=cmd_stability)
 
     p = sub.add_parser("stability-starts", help="start cells for stability MD, melted and "

@@ -156,10 +156,7 @@ def check_freeze_layers(config: dict) -> None:
     ft = config["finetune"]
     if "frozen" not in ft["modes"] or ft["freeze_layers"] == "all":
         return
-    layers = config["model"].get("num_layers")
-    if layers is None:
-        from .model import DEFAULT_CONFIG  # torch and e3nn: only when the config lacks it
-        layers = DEFAULT_CONFIG["num_layers"]
+    layers = config["model"]["num_layers"]  # the schema's default fills it
     if ft["freeze_layers"] > layers:
         raise ConfigError(f"config field 'finetune.freeze_layers' is {ft['freeze_layers']} but "
                           f"model.num_layers is {layers}; use at most {layers}, or 'all'")

@@ -27,6 +27,7 @@ import numpy as np
 from ase import Atoms
 
 from .atomic import write_json
+from .cells import isolated_atom
 from .frames import labelled_copy, read_frames, write_frames
 from .job_settings import strict
 
@@ -115,9 +116,11 @@ def compute_energy_forces(atoms: Atoms, settings: DFTSettings, txt=None) -> tupl
 
 def isolated_atom_energy(symbol: str, settings: DFTSettings, box: float = 10.0,
                          txt=None) -> float:
-    """E0: one atom in a periodic cube of side ``box`` Å with the same settings."""
-    atoms = Atoms(symbol, positions=[(box / 2,) * 3], cell=[box] * 3, pbc=True)
-    energy, _ = compute_energy_forces(atoms, settings, txt=txt)
+    """E0: one atom in a periodic cube of side ``box`` Å with the same settings. Its own
+    function beside ``lammps_system.isolated_atom_energy`` because a plane-wave box costs
+    with its volume (10 Å, the demo's contract, cached per settings), where a potential only
+    needs a box wider than twice its cutoff; both build the cell with ``cells.isolated_atom``."""
+    energy, _ = compute_energy_forces(isolated_atom(symbol, box), settings, txt=txt)
     return energy
 
 

@@ -14,7 +14,7 @@ from .replay import shift_energies
 from .shard import synthetic_validation
 from .shard_files import read_shard
 from .train import FINETUNE_MODES
-from .trainer import evaluate_metrics, predict
+from .predict import evaluate_metrics, predict
 
 # "pretrained": a pre-trained model before any fine-tuning step, the n=0 point of its curves.
 POINT = re.compile(rf"(?P<mode>scratch|pretrained|{'|'.join(FINETUNE_MODES)})"

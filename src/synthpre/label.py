@@ -55,3 +55,20 @@ def label_job(settings: dict, labeller_name: str, frames: list[Atoms],
                            settings["teachers"])
     labelled = label_frames(frames, labeller, lammps_args=lammps_args) if frames else []
     return [alchemical.transform(a) for a in labelled] if alchemical else labelled
+
+
+def run_label_job(settings: dict, labeller_name: str, frames_path: str, out: str,
+                  lammps_args: tuple[str, ...] = ()) -> int | None:
+    """Rule ``label``: label one frames file and write it; the number of frames labelled.
+    Under ``mpiexec -n N`` every rank runs LAMMPS and only rank 0 writes (the others return
+    None), so no two ranks race on one output."""
+    from .frames import read_frames, write_frames
+    from .lammps_system import mpi_rank
+
+    frames = read_frames(frames_path)
+    labelled = label_job(settings, labeller_name, frames, lammps_args)
+    if mpi_rank() != 0:
+        return None
+    write_frames(out, labelled)
+    return len(frames)
+

@@ -16,14 +16,13 @@ same code runs on 1 or N ranks; only rank 0 should write files (``mpi_rank``).
 from __future__ import annotations
 
 import os
-from ctypes import c_double
 
 import numpy as np
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 from ase.calculators.lammps import Prism
 from ase.data import atomic_masses, atomic_numbers
 
+from .cells import isolated_atom
 from .lammps_runtime import new_lammps
 from .teachers import Teacher
 
@@ -205,44 +204,6 @@ def single_point_atomic(atoms: Atoms, teacher: Teacher, calculator=None,
 
 def isolated_atom_energy(symbol: str, teacher: Teacher, box: float = 20.0, calculator=None,
                          lammps_args: tuple[str, ...] = ()) -> float:
-    """E0: one atom alone in a periodic cube wider than twice any teacher's cutoff."""
-    return single_point(Atoms(symbol, positions=[[0, 0, 0]], cell=[box] * 3, pbc=True),
-                        teacher, calculator, lammps_args)[0]
-
-
-class LammpsCalculator(Calculator):
-    """Any LAMMPS teacher as an ASE calculator (energy, forces), one LAMMPS instance kept
-    while the cell and species stay the same. Lets ASE code use the teachers, and lets the
-    tests drive ``fix external`` with a potential whose native run is known."""
-
-    implemented_properties = ["energy", "free_energy", "forces"]
-
-    def __init__(self, teacher: str = "snap_c", teachers: dict | None = None,
-                 lammps_args: tuple[str, ...] = (), **kwargs):
-        super().__init__(**kwargs)
-        from .teachers import get_teacher
-
-        self.teacher = get_teacher(teacher, teachers)
-        self.lammps_args = tuple(lammps_args)
-        self._system: LammpsSystem | None = None
-        self._key = None
-
-    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        atoms = self.atoms
-        key = (tuple(atoms.numbers), np.array(atoms.cell).tobytes(), tuple(atoms.pbc))
-        if self._system is None or key != self._key:
-            if self._system is not None:
-                self._system.close()
-            self._system, self._key = LammpsSystem(atoms, self.teacher,
-                                                   lammps_args=self.lammps_args), key
-        else:
-            x = self._system.prism.vector_to_lammps(atoms.positions, wrap=True)
-            self._system.lmp.scatter_atoms("x", 1, 3, (len(x) * 3 * c_double)(*x.ravel()))
-        energy, forces = self._system.single_point()
-        self.results.update(energy=energy, free_energy=energy, forces=forces)
-
-    def __del__(self):
-        if getattr(self, "_system", None) is not None:
-            self._system.close()
-            self._system = None
+    """E0: one atom alone in a periodic cube wider than twice any teacher's cutoff (the DFT
+    labeller has its own, ``dft.isolated_atom_energy``: see there why)."""
+    return single_point(isolated_atom(symbol, box), teacher, calculator, lammps_args)[0]

@@ -231,6 +231,12 @@ def ingest(path: str | list[str], out_dir: str, elements: list[str], **real) -> 
     return summary
 
 
+def run_real_data_job(settings: dict, source: str | list[str], out_dir: str) -> dict:
+    """Rule ``real_data``, from ``synthpre.job_settings.real``: ``ingest`` with the
+    slice's elements and ``real`` fields."""
+    return ingest(source, out_dir, settings["elements"], **settings["real"])
+
+
 def training_subset(real_dir: str, n: int, seed: int) -> list[dict]:
     pool = read_shard(Path(real_dir) / "pool.h5")
     check_sizes(len(pool), [n])

@@ -20,8 +20,8 @@ data efficiency.
 
 The library's own training API does the fine-tuning: CHGNet's ``Trainer`` and
 ``StructureData``, which take structures, energies and forces directly. SevenNet's trainer
-runs from its own YAML input and graph-building pipeline, and SevenNet-0 is 2.4x slower per
-MD step on CPU (docs/benchmarks.md); a ``sevennet-0`` base is refused with a message.
+runs from its own YAML input and graph-building pipeline, and SevenNet-0 is slower per
+MD step on CPU (numbers in docs/benchmarks.md); a ``sevennet-0`` base is refused with a message.
 
 Energies: the real data are E - sum E0 with DFT's free-atom E0; the foundation model's zero
 is its fitted per-element reference. Before training, a per-element shift (least squares of

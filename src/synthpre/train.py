@@ -32,9 +32,10 @@ from .preemption import request_stop
 from .real_data import training_subset
 from .replay import Replay, shift_energies
 from .shard import pretraining_subset, shard_paths, synthetic_validation
+from .predict import predict
 from .shard_files import (has_atomic_energies, read_attrs, read_shard, sha256, shard_batches,
                           verify_checksums)
-from .trainer import TrainConfig, mean_neighbors, predict, train, world
+from .trainer import TrainConfig, mean_neighbors, train, world
 
 FINETUNE_MODES = ("finetune", "replay", "frozen")
 
@@ -139,6 +140,32 @@ def replay_source(settings: dict, manifest: str, init: str, init_meta: dict, see
                   settings["replay"]["weight"], seed)
 
 
+@dataclasses.dataclass(frozen=True)
+class StageRecipe:
+    """What a training stage does: its data (the synthetic shards or the real subset), whether
+    it starts from a pre-trained model, may fit the energy shift (``train.fit_shift``), replays
+    synthetic structures, and freezes layers (``finetune.freeze_layers``)."""
+    data: str
+    init: bool = False
+    fit_shift: bool = True
+    replay: bool = False
+    freeze: bool = False
+
+    @property
+    def reads_manifest(self) -> bool:
+        return self.data == "synthetic" or self.replay
+
+
+RECIPES = {
+    "pretrain": StageRecipe(data="synthetic", fit_shift=False),
+    "finetune": StageRecipe(data="real", init=True),
+    "replay": StageRecipe(data="real", init=True, replay=True),
+    "frozen": StageRecipe(data="real", init=True, freeze=True),
+    "scratch": StageRecipe(data="real"),
+}
+assert set(FINETUNE_MODES) == {k for k, r in RECIPES.items() if r.init}
+
+
 def run_training(settings: dict, options: dict, stage: str, out: str,
                  manifest: str | None = None,
                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
@@ -151,17 +178,18 @@ def run_training(settings: dict, options: dict, stage: str, out: str,
     # at the next batch and stop; the retried job resumes from <model dir>/train/checkpoint.pt.
     for signum in (signal.SIGUSR1, signal.SIGTERM):
         signal.signal(signum, request_stop)
-    if (stage in FINETUNE_MODES) != (init is not None):
+    recipe = RECIPES[stage]
+    if recipe.init != (init is not None):
         raise ValueError(f"stage {stage}: --init is needed for {', '.join(FINETUNE_MODES)} "
                          f"and only for them")
-    if (stage in ("pretrain", "replay")) != (manifest is not None):
+    if recipe.reads_manifest != (manifest is not None):
         raise ValueError(f"stage {stage}: --manifest is needed for pretrain and replay and "
                          f"only for them")
     cfg = train_config(settings, options, join_ranks_and_pick_device())
     model_cfg = {**settings["model"], **{k: options[k] for k in RUN_FIELDS["model"]}}
     workdir = Path(out).parent / "train"
     species = list(settings["elements"])
-    if stage == "pretrain":
+    if recipe.data == "synthetic":
         info = read_json(manifest, "shard manifest")
         verify_checksums(Path(manifest).parent, info["shards"], manifest)
         e0 = info["e0"]
@@ -198,7 +226,7 @@ def run_training(settings: dict, options: dict, stage: str, out: str,
                              f"`synthpre train --stage pretrain`?)")
         source.update(init=init, n_pretrain=init_meta["n_pretrain"])
         inputs["init"] = init
-        if stage == "replay":
+        if recipe.replay:
             inputs["manifest"] = manifest
     # Everything that determines the result: a checkpoint is resumed only under the same.
     checksums = {key: sha256(path) for key, path in inputs.items()}
@@ -211,14 +239,14 @@ def run_training(settings: dict, options: dict, stage: str, out: str,
         torch.manual_seed(cfg.seed)  # the same seed gives the same initial weights
         model = NequIP.from_config({**model_cfg, "species": species,
                                     "avg_num_neighbors": avg_neighbours})
-    if stage != "pretrain" and settings["fit_shift"]:
+    if recipe.fit_shift and settings["fit_shift"]:
         source["shift_change"] = fit_shift(model, train_data)
     replay = None
-    if stage == "replay":
+    if recipe.replay:
         replay = replay_source(settings, manifest, init, init_meta, seed,
                                source.get("shift_change", {}))
         source["replay_structures"] = len(replay.records)
-    if stage == "frozen":
+    if recipe.freeze:
         source["frozen_parameters"] = freeze(model, settings["freeze_layers"])
     with folder_lock(workdir, "training") if world()[0] == 0 else contextlib.nullcontext():
         summary = train(model, train_data, val, cfg, workdir,

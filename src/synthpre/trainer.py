@@ -1,4 +1,4 @@
-"""Training, prediction and metrics: a plain loop with the paper's protocol.
+"""Training: a plain loop with the paper's protocol.
 
 Loss = force-component MSE + energy_weight x per-atom energy MSE; Adam; an exponential moving
 average (EMA) of the weights is what gets validated and saved; early stopping on the EMA
@@ -38,9 +38,10 @@ import torch.distributed as dist
 
 from .atomic import atomic_path
 from .capture import CapturedStep
-from .graph import Batch, build_graph, collate, concat
+from .graph import Batch, build_graph, concat
 from .model import NequIP, count_parameters
 from .modelfile import save_model
+from .predict import atomic_energy_rmse, error_metrics, predict_batches
 from .preemption import STOP_REQUESTED, Preempted
 from .progress import EpochScalars, Progress
 from .stats import neighbour_count
@@ -106,11 +107,10 @@ def captured_step(capture: bool | str, device) -> bool:
     """The one place that picks how a training step runs: as one captured, compiled graph
     (``synthpre.capture``) or op by op (with the fast kernel's bodies compiled or not,
     ``model.compile``). ``train.capture`` true or false decides; ``auto`` decides by device,
-    as measured (docs/benchmarks.md, issue 19): on a GPU the op-by-op step is launch-bound
+    as measured (docs/benchmarks.md): on a GPU the op-by-op step is launch-bound
     (thousands of kernels per step), so the captured one; on a CPU, where per-op dispatch
-    costs little beside the arithmetic, the op-by-op step with compiled bodies (1.3x the
-    captured step per CPU second at the paper's size, which also takes 10-25 minutes to
-    trace and compile there)."""
+    costs little beside the arithmetic, the op-by-op step with compiled bodies is faster per
+    CPU second at the paper's size, and the captured step takes minutes to trace and compile."""
     if capture == "auto":
         return torch.device(device).type == "cuda"
     return bool(capture)
@@ -185,71 +185,6 @@ def gradient_step(model: NequIP, share: Share, energy_weight: float, device,
             p.grad = g.view_as(p).clone()
         loss = flat[-1]
     return loss
-
-
-def _predict_batches(model: NequIP, batches: Iterable[Batch], device) -> list:
-    """Per structure (energy, forces) as numpy; forces need autograd, so no no_grad here."""
-    results = []
-    for batch in batches:
-        out = model(batch.to(device))
-        energy = out["energy"].detach().cpu().double().numpy()
-        forces = out["forces"].detach().cpu().double().numpy()
-        splits = np.cumsum(batch.n_atoms.numpy())[:-1]
-        results.extend(zip(energy.tolist(), np.split(forces, splits)))
-    return results
-
-
-def _atomic_rmse(model: NequIP, batches: Iterable[Batch], device) -> float:
-    """RMSE (eV) of the per-atom energies against the labeller's, over all atoms of
-    ``batches`` (reported when the per-atom energy term is on)."""
-    sse, count = 0.0, 0
-    for batch in batches:
-        if batch.atomic_energy is None:
-            raise ValueError("per-atom energy RMSE: validation frames without per-atom "
-                             "energies")
-        out = model(batch.to(device))
-        diff = out["atomic_energy"].detach().cpu().double() - batch.atomic_energy.double()
-        sse, count = sse + float(diff.pow(2).sum()), count + diff.numel()
-    return math.sqrt(sse / max(count, 1))
-
-
-def predict(model: NequIP, records: list[dict], batch_size: int = 20) -> list:
-    """[(energy eV, forces (n, 3) eV/Å)] per record, in order."""
-    device = next(model.parameters()).device
-    chunks = (collate(records[k:k + batch_size], model.species, model.r_max, model.dtype)
-              for k in range(0, len(records), batch_size))
-    return _predict_batches(model, chunks, device)
-
-
-def _metrics(records: list[dict], preds: list) -> dict:
-    n = np.array([len(r["numbers"]) for r in records], dtype=float)
-    de = np.array([p[0] for p in preds]) - np.array([float(r["energy"]) for r in records])
-    df = np.concatenate([(p[1] - np.asarray(r["forces"])).ravel()
-                         for p, r in zip(preds, records)])
-    return {
-        "energy_rmse_per_atom": float(np.sqrt(np.mean((de / n) ** 2))),
-        "energy_mae_per_atom": float(np.mean(np.abs(de / n))),
-        "energy_rmse": float(np.sqrt(np.mean(de**2))),
-        "force_rmse": float(np.sqrt(np.mean(df**2))),
-        "force_mae": float(np.mean(np.abs(df))),
-        "n_structures": len(records),
-        "n_atoms": int(n.sum()),
-    }
-
-
-def evaluate_metrics(model: NequIP, records: list[dict], batch_size: int = 20,
-                     preds: list | None = None) -> dict:
-    """Energy (eV/atom, and eV per cell) and force-component (eV/Å) errors, per config_type.
-    Pass ``preds`` (from ``predict``) when the caller needs them too, to predict only once."""
-    preds = predict(model, records, batch_size) if preds is None else preds
-    result = _metrics(records, preds)
-    types = sorted({r["config_type"] for r in records if "config_type" in r})
-    if types:
-        result["per_config_type"] = {
-            t: _metrics(*zip(*[(r, p) for r, p in zip(records, preds)
-                               if r.get("config_type") == t]))
-            for t in types}
-    return result
 
 
 class _StreamedShares(torch.utils.data.IterableDataset):
@@ -474,9 +409,9 @@ def train(model: NequIP,
         settle_losses()
         losses, state["epoch_losses"], state["batches_done"] = state["epoch_losses"], [], 0
 
-        val = _metrics(val_records, _predict_batches(ema, val_batches, device))
+        val = error_metrics(val_records, predict_batches(ema, val_batches, device))
         if cfg.per_atom_energy_weight > 0:
-            val["atomic_energy_rmse"] = _atomic_rmse(ema, val_batches, device)
+            val["atomic_energy_rmse"] = atomic_energy_rmse(ema, val_batches, device)
         val_f = val["force_rmse"]
         for key in ("force_rmse", "energy_rmse_per_atom"):
             _check_finite(val[key], f"the validation {key}", f"{name}, epoch {epoch}")
