@@ -15,8 +15,7 @@ import ase.io
 import numpy as np
 from ase import Atoms
 
-from synthpre.frames import set_labels, write_frames
-from synthpre.frames import to_record
+from synthpre.frames import labelled_copy, to_record, write_frames
 from synthpre.shard_files import iter_shards, write_shard
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -29,9 +28,10 @@ def fake_frames(n_frames: int, natoms: int, seed: int = 0) -> list[Atoms]:
     for i in range(n_frames):
         atoms = Atoms(["C"] * natoms, positions=rng.random((natoms, 3)) * 9.0,
                       cell=[9.0] * 3, pbc=True)
-        set_labels(atoms, float(rng.normal()), rng.normal(size=(natoms, 3)))
         atoms.info.update(traj_id=f"t{i // 100}", time_ps=0.1 * (i % 100), density=2.5,
-                          anneal_T=3000.0, teacher="snap_c", labeller="snap_c", e0_C=-1.2)
+                          anneal_T=3000.0, teacher="snap_c")
+        atoms = labelled_copy(atoms, float(rng.normal()) - 1.2 * natoms,
+                              rng.normal(size=(natoms, 3)), "snap_c", {"C": -1.2})
         frames.append(atoms)
     return frames
 

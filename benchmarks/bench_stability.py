@@ -31,7 +31,7 @@ HYPER = {"r_max": 4.0, "num_layers": 4, "num_features": 32, "l_max": 1, "parity"
          "num_basis": 8, "radial_mlp_width": 8, "radial_mlp_depth": 1, "dtype": "float32",
          "species": ["C"], "avg_num_neighbors": 10.0, "kernel": "fast", "compile": False}
 LAX = FailureCriteria(check_every_fs=10, min_distance=0.0, max_force=1e12,
-                      max_temperature_factor=1e6)
+                      max_temperature_factor=1e6, close_pair_factor=0.0, unphysical_factor=2.0)
 
 
 def main() -> None:

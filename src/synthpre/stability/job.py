@@ -45,7 +45,7 @@ def model_potential(path: str, compile: bool, engine: str) -> tuple[Teacher, dic
     model, meta = load_model(path)
     meta = {**meta, "species": list(model.species)}
     if engine == "plugin":
-        from .lammps_plugin import plugin_potential
+        from ..lammps_plugin import plugin_potential
 
         folder = tempfile.mkdtemp(prefix="synthpre-plugin-")
         potential = plugin_potential(path, folder)
