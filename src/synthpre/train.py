@@ -56,7 +56,8 @@ def require_atomic_energies(paths: list[str], info: dict) -> None:
         if not has_atomic_energies(path):
             raise ValueError(f"pretrain.per_atom_energy_weight > 0 but shard {path} (labeller "
                              f"{info.get('labeller')}) has no per-atom energies ('energies'); "
-                             f"set the weight to 0 or use a labeller that gives local energies")
+                             f"set the weight to 0, use a labeller that gives local energies, or, for labels "
+                             f"made before synthpre stored them, relabel (--forcerun label)")
 
 
 def check_compatible(model: NequIP, init: str, species: list[str], r_max: float) -> None:
