@@ -71,6 +71,9 @@ def test_two_ranks_give_the_frames_of_one_rank_and_rank0_writes(tmp_path):
     for fa, fb in zip(la, lb):
         assert fa.info["energy"] == pytest.approx(fb.info["energy"], abs=1e-8)
         np.testing.assert_allclose(fa.arrays["forces"], fb.arrays["forces"], atol=1e-8)
+        # per-atom energies gathered over both ranks' atoms, in the same order
+        np.testing.assert_allclose(fa.arrays["energies"], fb.arrays["energies"], atol=1e-8)
+        assert fb.arrays["energies"].sum() == pytest.approx(fb.info["energy"], abs=1e-6)  # extxyz digits
 
 
 def test_ase_teacher_refuses_several_ranks(tmp_path):

@@ -129,10 +129,8 @@ class LammpsSystem:
                                 "reduce sum c_synthpre_pe", "thermo_style custom step temp pe "
                                 "c_synthpre_sum", "run 0"])
         try:
-            e = np.array(self.lmp.numpy.extract_compute("synthpre_pe", 1, 1), dtype=float)
-            tags = np.array(self.lmp.numpy.extract_atom("id"), dtype=np.int64)
-            out = np.empty(self.natoms)
-            out[tags[:self.natoms] - 1] = e[:self.natoms]
+            # gathered by atom ID on every rank (a rank's own atoms are only part of them)
+            out = np.array(self.lmp.gather("c_synthpre_pe", 1, 1), dtype=float)
             return self.potential_energy(), self.forces(), out
         finally:
             self.lmp.commands_list(["thermo_style custom step temp pe",
