@@ -59,6 +59,23 @@ def assert_close(a, b, tol=1e-10):
     np.testing.assert_allclose(a, b, rtol=0, atol=tol * max(1.0, np.abs(b).max()))
 
 
+def assert_same_as_reference(model: NequIP, ref: NequIP, species: list[str]):
+    """Energies, forces, stress and force-loss parameter gradients of ``model`` equal the
+    reference kernel's on a periodic and a molecular structure; returns their records."""
+    records = [structure(1, species), structure(2, species, periodic=False, n=7)]
+    batch = collate(records, species, BASE["r_max"], torch.float64)
+    out_m, grads_m = force_loss_grads(model, batch)
+    out_r, grads_r = force_loss_grads(ref, batch)
+    assert np.abs(out_r["forces"].numpy()).max() > 1e-2
+    assert_close(out_m["energy"], out_r["energy"])
+    assert_close(out_m["forces"], out_r["forces"])
+    assert_close(out_m["stress"][0], out_r["stress"][0])
+    assert grads_m.keys() == grads_r.keys() and len(grads_r) == len(list(ref.parameters()))
+    for name in grads_r:
+        assert_close(grads_m[name], grads_r[name], tol=1e-9)
+    return records
+
+
 @pytest.mark.parametrize("l_max", [1, 2])
 @pytest.mark.parametrize("parity", [True, False])
 @pytest.mark.parametrize("species", [["C"], ["C", "O"]])
@@ -206,17 +223,7 @@ def test_compiled_fast_kernel_equals_reference():
     compiled = NequIP.from_config(model_config(**{**config, "kernel": "fast", "compile": True}))
     compiled.load_state_dict(fast.state_dict())
     assert all(layer.compiled for layer in compiled.layers)
-    records = [structure(1, species), structure(2, species, periodic=False, n=7)]
-    batch = collate(records, species, BASE["r_max"], torch.float64)
-    out_c, grads_c = force_loss_grads(compiled, batch)
-    out_r, grads_r = force_loss_grads(ref, batch)
-    assert np.abs(out_r["forces"].numpy()).max() > 1e-2
-    assert_close(out_c["energy"], out_r["energy"])
-    assert_close(out_c["forces"], out_r["forces"])
-    assert_close(out_c["stress"][0], out_r["stress"][0])
-    assert grads_c.keys() == grads_r.keys()
-    for name in grads_r:
-        assert_close(grads_c[name], grads_r[name], tol=1e-9)
+    records = assert_same_as_reference(compiled, ref, species)
     # another batch size (dynamic shapes: no recompilation needed, same function)
     batch = collate(records[:1], species, BASE["r_max"], torch.float64)
     assert_close(compiled.eval()(batch)["forces"].detach(), ref.eval()(batch)["forces"].detach())
@@ -255,20 +262,10 @@ def test_cueq_equals_reference(l_max, parity, species):
     backward through the tensor product)."""
     pytest.importorskip("cuequivariance_torch")
     config = {**BASE, "l_max": l_max, "parity": parity, "species": species}
-    fast, ref = pair(config)
+    _, ref = pair(config)
     cueq = NequIP.from_config(model_config(**{**config, "kernel": "cueq"}))
     cueq.load_state_dict(ref.state_dict())  # strict: the same parameters, the same layout
-    records = [structure(1, species), structure(2, species, periodic=False, n=7)]
-    batch = collate(records, species, BASE["r_max"], torch.float64)
-    out_c, grads_c = force_loss_grads(cueq, batch)
-    out_r, grads_r = force_loss_grads(ref, batch)
-    assert np.abs(out_r["forces"].numpy()).max() > 1e-2
-    assert_close(out_c["energy"], out_r["energy"])
-    assert_close(out_c["forces"], out_r["forces"])
-    assert_close(out_c["stress"][0], out_r["stress"][0])
-    assert grads_c.keys() == grads_r.keys() and len(grads_r) == len(list(ref.parameters()))
-    for name in grads_r:
-        assert_close(grads_c[name], grads_r[name], tol=1e-9)
+    assert_same_as_reference(cueq, ref, species)
 
 
 def test_cueq_without_the_package_names_it(monkeypatch):

@@ -44,7 +44,8 @@ def train_config(settings: dict, options: dict, device: str) -> TrainConfig:
     """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)
     and how it runs (``job_settings.train_run_options``)."""
     run = {k: options[k] for k in RUN_FIELDS["train"]}
-    recipe = {"per_atom_energy_weight": 0.0, **settings["train"]}  # absent: off (TrainConfig)
+    # absent from a job's settings when off: TrainConfig's own default
+    recipe = {"per_atom_energy_weight": TrainConfig.per_atom_energy_weight, **settings["train"]}
     return strict(TrainConfig, recipe, "train", device=device, **run)
 
 
