@@ -18,7 +18,7 @@ from synthpre.md import run_trajectory
 from synthpre.model import NequIP
 from synthpre.modelfile import save_model
 from synthpre.stability.analysis import pooled_relabel, relabel
-from synthpre.stability.curves import parse_point, stability_curves
+from synthpre.stability.curves import stability_curves
 from synthpre.stability.job import run_stability_job
 from synthpre.stability.run import detect, run_md
 from synthpre.stability.settings import FailureCriteria, StabilitySettings
@@ -247,19 +247,6 @@ def test_bad_start_structures_are_named_before_md(starts_file, tmp_path):
         run_stability_job(two, str(silicon), tmp_path / "o.json", tmp_path / "o.x",
                           model=str(model), reference=str(ref), options={"compile": False, "engine": "fix_external"})
     assert not (tmp_path / "o.json").exists()
-
-
-def test_points_parse_and_bad_ones_are_named():
-    assert parse_point("pretrain/snap_c") == {"mode": "pretrain", "labeller": "snap_c",
-                                              "pretrain_size": "all", "n": None, "seed": None}
-    assert parse_point("finetune/lcbop/n25/s3") == {"mode": "finetune", "labeller": "lcbop",
-                                                    "pretrain_size": "all", "n": 25, "seed": 3}
-    assert parse_point("finetune/lcbop/k100/n25/s3")["pretrain_size"] == "100"
-    assert parse_point("pretrain/lcbop/k100")["pretrain_size"] == "100"
-    assert parse_point("scratch/n25/s3")["labeller"] == "none"
-    for bad in ("scratch/lcbop/n1/s1", "pretrain/x/n1/s1", "finetune/n1/s1", None):
-        with pytest.raises(ValueError, match="is not scratch/n<N>/s<seed>"):
-            parse_point(bad)
 
 
 def test_killed_job_leaves_nothing_and_a_rerun_finishes(starts_file, tmp_path):

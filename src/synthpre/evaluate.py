@@ -3,34 +3,25 @@ fine-tuned model also on its labeller's synthetic validation set beside the pre-
 it started from: how much of the pre-training it forgot."""
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from . import points
 from .atomic import atomic_path, read_json, write_json
 from .provenance import code_version
 from .modelfile import load_model
 from .replay import shift_energies
 from .shard import synthetic_validation
 from .shard_files import read_shard
-from .train import FINETUNE_MODES
 from .predict import evaluate_metrics, predict
 
-# "pretrained": a pre-trained model before any fine-tuning step, the n=0 point of its curves.
-POINT = re.compile(rf"(?P<mode>scratch|pretrained|{'|'.join(FINETUNE_MODES)})"
-                   r"(/(?P<labeller>[^/]+)(/k\d+)?)?/n(?P<n>\d+)/s(?P<seed>\d+)")
 
-
-def parse_point(point: str) -> dict:
-    match = POINT.fullmatch(point)
-    if (match is None or (match["mode"] == "scratch") != (match["labeller"] is None)
-            or (match["mode"] == "pretrained") != (int(match["n"]) == 0)):
-        raise ValueError(f"--point '{point}' is not 'scratch/n<N>/s<seed>', "
-                         f"'<mode>/<labeller>[/k<size>]/n<N>/s<seed>' with a mode of "
-                         f"{', '.join(FINETUNE_MODES)} and N > 0, or "
-                         f"'pretrained/<labeller>[/k<size>]/n0/s<seed>'")
-    return {"mode": match["mode"], "labeller": match["labeller"] or "none",
-            "n": int(match["n"]), "seed": int(match["seed"])}
+def point_record(point: str) -> dict:
+    """The point's fields as metrics.json records them (synthpre.points names the folders)."""
+    place = points.parse(point)
+    if place.mode == "pretrain":
+        raise ValueError(f"--point '{point}': a pre-trained model is evaluated as its "
+                         f"pretrained/<labeller>[/k<size>]/n0/s<seed> point")
+    return {"mode": place.mode, "labeller": place.labeller, "n": place.n, "seed": place.seed}
 
 
 def before_finetuning(model, real_dir: str | None, shift_n: int, seed: int) -> dict:
@@ -105,7 +96,7 @@ def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, o
     """Errors of one point; a fine-tuned point (``init`` and ``synthetic_manifest`` given,
     and only then) also gets its forgetting. A ``pretrained/.../n0/s<seed>`` point is the
     pre-trained model before fine-tuning (``before_finetuning``): no training budget."""
-    info = parse_point(point)
+    info = point_record(point)
     if (info["mode"] in ("scratch", "pretrained")) != (init is None or synthetic_manifest is None):
         raise ValueError(f"--point {point}: --init and --synthetic-val are needed for a "
                          f"fine-tuned point and only for one")

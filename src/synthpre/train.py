@@ -32,13 +32,11 @@ from .preemption import request_stop
 from .real_data import training_subset
 from .replay import Replay, shift_energies
 from .shard import pretraining_subset, shard_paths, synthetic_validation
+from .points import FINETUNE_MODES
 from .predict import predict
 from .shard_files import (has_atomic_energies, read_attrs, read_shard, sha256, shard_batches,
                           verify_checksums)
 from .trainer import TrainConfig, mean_neighbors, train, world
-
-FINETUNE_MODES = ("finetune", "replay", "frozen")
-
 
 def train_config(settings: dict, options: dict, device: str) -> TrainConfig:
     """The job's recipe (``synthpre.job_settings.train``: train merged with the stage's own)

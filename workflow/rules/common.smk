@@ -4,7 +4,7 @@ import functools
 import os
 import shlex
 
-from synthpre import input_files, job_settings
+from synthpre import input_files, job_settings, points
 from synthpre.alchemical import md_folder, source_teacher
 from synthpre.config_check import ConfigError, check_config, config_warnings
 from synthpre.md import md_jobs
@@ -88,26 +88,34 @@ def content(name=None, **files):
 
 
 def pretrained_families():
-    """The pre-trained models: per labeller, `<labeller>` on all synthetic structures and
-    `<labeller>/k<size>` for each other size of the sweep (pretrain.sizes)."""
-    return [lab if size == "all" else f"{lab}/k{size}"
-            for lab in LABELLERS for size in config["pretrain"]["sizes"]]
+    """The pre-trained models: per labeller, one on all synthetic structures and one for each
+    other size of the sweep (pretrain.sizes); folder names in synthpre.points."""
+    return [points.family(lab, size) for lab in LABELLERS for size in config["pretrain"]["sizes"]]
 
 
 def curve_points():
     """Every learning-curve point: each pre-trained model fine-tuned in each mode of
     finetune.modes (finetune, replay, frozen), and scratch, for each n and seed."""
-    points = [f"scratch/n{n}/s{s}" for n in FT["n_train"] for s in FT["seeds"]]
-    points += [f"{mode}/{pre}/n{n}/s{s}" for mode in FT["modes"]
-               for pre in pretrained_families() for n in FT["n_train"] for s in FT["seeds"]]
-    return points
+    scratch = [points.point("scratch", n, s) for n in FT["n_train"] for s in FT["seeds"]]
+    return scratch + [points.point(mode, n, s, pre) for mode in FT["modes"]
+                      for pre in pretrained_families() for n in FT["n_train"] for s in FT["seeds"]]
 
 
 def pretrained_points():
     """The n=0 point of every pre-trained model, per seed: the model as fine-tuning starts it
     (rule evaluate_pretrained; with finetune.fit_shift, the shift fitted to the seed's
     smallest subset, which is why it is per seed)."""
-    return [f"pretrained/{pre}/n0/s{s}" for pre in pretrained_families() for s in FT["seeds"]]
+    return [points.pretrained_point(pre, s) for pre in pretrained_families() for s in FT["seeds"]]
+
+
+def stability_models():
+    """Every model the stability MD runs: each learning-curve point and each pre-trained model."""
+    return curve_points() + [points.pretrain_dir(pre) for pre in pretrained_families()]
+
+
+def shards_of(pre):
+    """The shard manifest a pre-trained model `pre` (<labeller>[/k<size>]) was trained on."""
+    return f"{RESULTS}/shards/{points.family_labeller(pre)}/manifest.json"
 
 
 def shift_fit_args(wildcards):
@@ -119,9 +127,10 @@ def stability_metrics(w):
     """The test errors a stability job reads for its unphysical check. A learning-curve
     point's own metrics.json; a pre-trained model's n=0 point of the first seed (its forces,
     all the check uses, do not depend on the seed's energy shift)."""
-    if w.model_dir.startswith("pretrain/"):
-        pre = w.model_dir.removeprefix("pretrain/")
-        return f"{RESULTS}/pretrained/{pre}/n0/s{FT['seeds'][0]}/metrics.json"
+    place = points.parse(w.model_dir)
+    if place.mode == "pretrain":
+        pre = points.family(place.labeller, place.pretrain_size)
+        return f"{RESULTS}/{points.pretrained_point(pre, FT['seeds'][0])}/metrics.json"
     return f"{RESULTS}/{w.model_dir}/metrics.json"
 
 
@@ -161,8 +170,8 @@ def data_parallel(resources):
 
 def pretrain_size(pre):
     """'--n-pretrain K' for a <labeller>/k<K> model, nothing for all structures."""
-    labeller, _, size = pre.partition("/")
-    return f"--n-pretrain {shlex.quote(size.removeprefix('k'))}" if size else ""
+    size = points.family_size(pre)
+    return f"--n-pretrain {shlex.quote(size)}" if size else ""
 
 
 def folder_of(name):
@@ -175,12 +184,12 @@ def folder_of(name):
 def forgetting_inputs(w):
     """A fine-tuned point is also measured on its labeller's synthetic validation set, beside
     the pre-trained model it started from; scratch has no synthetic data of its own."""
-    mode, *pre, _, _ = w.point.split("/")  # <mode>/<labeller>[/k<size>]/n<n>/s<seed>
-    if mode == "scratch":
+    place = points.parse(w.point)
+    if place.mode == "scratch":
         return {}
-    pre = "/".join(pre)
-    return {"init": f"{RESULTS}/pretrain/{pre}/model.pt",
-            "synthetic_val": f"{RESULTS}/shards/{pre.split('/')[0]}/manifest.json"}
+    pre = points.family(place.labeller, place.pretrain_size)
+    return {"init": f"{RESULTS}/{points.pretrain_dir(pre)}/model.pt",
+            "synthetic_val": shards_of(pre)}
 
 
 def forgetting_args(w, input):

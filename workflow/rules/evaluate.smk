@@ -2,7 +2,7 @@
 # tables and figures of the Snakemake report.
 
 wildcard_constraints:
-    point=r"(scratch|(finetune|replay|frozen)/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+",
+    point=points.POINT,
 
 
 rule evaluate:
@@ -41,7 +41,7 @@ rule evaluate_pretrained:
         seed=r"[0-9]+",
     params:
         extra=shift_fit_args,
-        point=lambda w: f"pretrained/{w.pre}/n0/s{w.seed}",
+        point=lambda w: points.pretrained_point(w.pre, w.seed),
         real_dir=folder_of("pool"),
     log:
         f"{RESULTS}/logs/evaluate/pretrained/{{pre}}/n0/s{{seed}}.log",

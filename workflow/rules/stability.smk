@@ -11,12 +11,11 @@ if STAB_STARTS == "test":
     STAB_STARTS = f"{RESULTS}/real/test.h5"
 elif STAB_STARTS == "teacher":
     STAB_STARTS = f"{RESULTS}/stability/starts.extxyz"
-STAB_MODELS = curve_points() + [f"pretrain/{pre}" for pre in pretrained_families()]
+STAB_MODELS = stability_models()
 
 
 wildcard_constraints:
-    model_dir=r"(scratch|(finetune|replay|frozen)/[A-Za-z0-9_.-]+(/k[0-9]+)?)/n[0-9]+/s[0-9]+"
-              r"|pretrain/[A-Za-z0-9_.-]+(/k[0-9]+)?",
+    model_dir=points.MODEL_DIR,
 
 
 # stability.starts.source "teacher": the start cells, melted and quenched by the teacher.

@@ -4,8 +4,8 @@
 
 wildcard_constraints:
     job=r"d[0-9.]+-T[0-9.]+-r[0-9]+",
-    labeller=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
-    teacher=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
+    labeller=points.NAME,
+    teacher=points.NAME,
 
 
 rule teacher_finetune:

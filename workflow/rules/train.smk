@@ -7,14 +7,14 @@ REAL_DATA = {"pool": f"{RESULTS}/real/pool.h5", "val": f"{RESULTS}/real/val.h5"}
 
 # A pre-trained model's folder: <labeller> (all synthetic structures) or <labeller>/k<size>.
 wildcard_constraints:
-    pre=r"[A-Za-z0-9][A-Za-z0-9_.-]*(/k[0-9]+)?",
+    pre=points.FAMILY,
     n=r"[0-9]+",
     seed=r"[0-9]+",
 
 
 rule pretrain:
     input:
-        manifest=lambda w: f"{RESULTS}/shards/{w.pre.split('/')[0]}/manifest.json",
+        manifest=lambda w: shards_of(w.pre),
     output:
         model=f"{RESULTS}/pretrain/{{pre}}/model.pt",
     params:
@@ -67,7 +67,7 @@ rule finetune:
 use rule finetune as replay with:
     input:
         init=f"{RESULTS}/pretrain/{{pre}}/model.pt",
-        manifest=lambda w: f"{RESULTS}/shards/{w.pre.split('/')[0]}/manifest.json",
+        manifest=lambda w: shards_of(w.pre),
         **REAL_DATA,
     output:
         model=f"{RESULTS}/replay/{{pre}}/n{{n}}/s{{seed}}/model.pt",

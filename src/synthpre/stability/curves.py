@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import matplotlib
@@ -12,27 +11,18 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from .. import points  # noqa: E402
 from ..atomic import atomic_path  # noqa: E402
 
-POINT = re.compile(r"(?P<mode>scratch|finetune|replay|frozen|pretrain)"
-                   r"(/(?P<labeller>[^/]+)(/k(?P<k>\d+))?)?"
-                   r"(/n(?P<n>\d+)/s(?P<seed>\d+))?")
 
-
-def parse_point(point: str) -> dict:
-    """scratch/n<N>/s<seed>, <mode>/<labeller>[/k<size>]/n<N>/s<seed> (mode: finetune,
-    replay, frozen) or pretrain/<labeller>[/k<size>] (size: synthetic structures pre-trained
-    on, else all)."""
-    match = POINT.fullmatch(point or "")
-    if match is None or (match["mode"] == "pretrain") != (match["n"] is None) \
-            or (match["mode"] == "scratch") != (match["labeller"] is None):
-        raise ValueError(f"point '{point}' is not scratch/n<N>/s<seed>, "
-                         f"<finetune|replay|frozen>/<labeller>/n<N>/s<seed> or "
-                         f"pretrain/<labeller>")
-    return {"mode": match["mode"], "labeller": match["labeller"] or "none",
-            "pretrain_size": match["k"] or ("all" if match["labeller"] else "none"),
-            "n": int(match["n"]) if match["n"] else None,
-            "seed": int(match["seed"]) if match["seed"] else None}
+def place(point: str) -> dict:
+    """A stability result's model, as its table row names it (synthpre.points)."""
+    found = points.parse(point)
+    if found.mode == "pretrained":
+        raise ValueError(f"point '{point}': stability runs a pre-trained model as "
+                         f"pretrain/<labeller>[/k<size>]")
+    return {"mode": found.mode, "labeller": found.labeller,
+            "pretrain_size": found.pretrain_size, "n": found.n, "seed": found.seed}
 
 
 def row(result: dict, ident: dict) -> dict:
@@ -72,7 +62,7 @@ def stability_table(results: list[str], reference: str) -> pd.DataFrame:
                       "n": None, "seed": None})]
     for path in results:
         result = json.loads(Path(path).read_text())
-        rows.append(row(result, parse_point(result["point"])))
+        rows.append(row(result, place(result["point"])))
     table = pd.DataFrame(rows)
     table["n"] = table["n"].astype("Int64")
     table["seed"] = table["seed"].astype("Int64")
