@@ -188,3 +188,37 @@ def test_foundation_teachers_give_per_atom_energies_one_by_one_and_batched():
                                          r"atoms, sum -1.0\) do not add up to its energy -0.9"):
         checked_atomic_energies("chgnet-0.3", -0.9, np.full(8, -0.125), 8)
 
+
+@pytest.mark.slow
+def test_turning_the_term_on_in_a_finished_study_reruns_pretraining_which_trains_with_it(
+        tiny_run, tmp_path):
+    """pretrain.per_atom_energy_weight: 1 on the finished tiny study plans pre-training and
+    what follows, never MD, labels, shards or real data; the pre-training job then trains with
+    the term on the shards' per-atom energies (a finite validation per-atom RMSE each epoch)."""
+    import shutil
+
+    import torch
+    import yaml
+    from snakemake_run import planned_jobs, snakemake
+
+    workdir = tmp_path / "run"  # a copy: the shared finished run stays as it is
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    # tiny: 2 labellers x 2 pre-training sizes = 4 pre-trained models, each fine-tuned at 2 n
+    # (1 seed), evaluated at n = 0, and run in stability MD
+    assert planned_jobs(workdir, pretrain={"per_atom_energy_weight": 1}) == {
+        "pretrain": 4, "finetune": 8, "evaluate": 8, "evaluate_pretrained": 4, "aggregate": 1,
+        "stability": 12, "stability_curves": 1}
+    override = yaml.safe_load((workdir / "override.yaml").read_text())
+    (workdir / "override.yaml").write_text(
+        yaml.safe_dump({**override, "pretrain": {"per_atom_energy_weight": 1}}))
+    run = workdir / "results/tiny/pretrain/lcbop/k4"
+    before = (run / "train/metrics.csv").read_text()
+    snakemake(workdir, "--cores", "1", targets=("results/tiny/pretrain/lcbop/k4/model.pt",))
+    rows = (run / "train/metrics.csv").read_text().splitlines()
+    assert "val_atomic_energy_rmse" not in before and rows != before.splitlines()
+    header = rows[0].split(",")
+    column = header.index("val_atomic_energy_rmse")
+    values = [float(r.split(",")[column]) for r in rows[1:]]
+    assert len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values), rows
+    meta = torch.load(run / "model.pt", weights_only=True)["meta"]
+    assert meta["settings"]["train"]["per_atom_energy_weight"] == 1
