@@ -148,7 +148,7 @@ def test_cell_composition_sums_to_n_atoms(composition, n, expected):
 def test_batched_labels_equal_one_by_one(teacher):
     frames = [random_cell({"Li": 4 + 2 * k, "Si": 8 - 2 * k}, 1.6, 1.6, seed=k) for k in range(3)]
     calc = teacher.make_calculator()
-    energies, forces = label_batch(calc, frames, batch_size=2)
+    energies, forces, _ = label_batch(calc, frames, batch_size=2)
     for atoms, e, f in zip(frames, energies, forces):
         probe = atoms.copy()
         probe.calc = calc

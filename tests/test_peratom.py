@@ -3,6 +3,7 @@ species' isolated-atom energies like the total, so they sum to the stored frame 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from ase.build import bulk
 
 from synthpre.frames import ATOMIC_ENERGIES_KEY, read_frames, write_frames
@@ -57,7 +58,6 @@ def test_alchemical_transform_scales_per_atom_energies_with_the_total():
 
 
 def test_per_atom_energies_round_trip_through_shards_and_are_all_or_none(tmp_path):
-    import pytest
 
     from synthpre.frames import to_record
     from synthpre.shard_files import read_shard, sha256, write_shard
@@ -126,7 +126,6 @@ def test_per_atom_term_is_off_at_zero_and_pulls_atomic_energies_to_the_labels():
 
 
 def test_pretraining_with_the_term_names_a_shard_without_per_atom_energies(tmp_path):
-    import pytest
 
     from defaults import DEFAULTS
     from synthpre import job_settings
@@ -161,3 +160,65 @@ def test_an_ase_calculator_with_energies_gives_them():
     (frame,) = label_frames([cell], emt)
     e_i = frame.arrays[ATOMIC_ENERGIES_KEY]
     assert abs(e_i.sum() - frame.info["energy"]) < 1e-8 and np.ptp(e_i) > 1e-3
+
+
+def test_foundation_teachers_give_per_atom_energies_one_by_one_and_batched():
+    """SevenNet-0 and CHGNet (site energies) on an 8-atom Li4Si4 cell: per-atom labels that
+    sum to the frame's energy, and the batched path (the GPU one, run here on the CPU) gives
+    the same ones; per-atom energies that miss the total fail, naming the teacher."""
+    import torch
+
+    from synthpre.cells import random_cell
+    from synthpre.foundation import label_batch
+    from synthpre.teachers import checked_atomic_energies
+
+    torch.set_num_threads(1)
+    frames = [random_cell({"Li": 4, "Si": 4}, 1.6, 1.6, seed=k) for k in range(2)]
+    for name in ("sevennet-0", "chgnet-0.3"):
+        labelled = label_frames(frames, get_teacher(name))
+        symbols = frames[0].get_chemical_symbols()
+        e0 = np.array([labelled[0].info[f"e0_{s}"] for s in symbols])
+        _, _, batched = label_batch(get_teacher(name).make_calculator(), frames, batch_size=2)
+        for frame, e_batch in zip(labelled, batched):
+            e_i = frame.arrays[ATOMIC_ENERGIES_KEY]
+            assert abs(e_i.sum() - frame.info["energy"]) < 1e-8, name
+            assert np.ptp(e_i) > 1e-2, name  # the model's own, not the total spread evenly
+            np.testing.assert_allclose(e_batch - e0, e_i, rtol=0, atol=1e-4, err_msg=name)
+    with pytest.raises(ValueError, match=r"teacher chgnet-0.3: per-atom energies \(8 for 8 "
+                                         r"atoms, sum -1.0\) do not add up to its energy -0.9"):
+        checked_atomic_energies("chgnet-0.3", -0.9, np.full(8, -0.125), 8)
+
+
+@pytest.mark.slow
+def test_turning_the_term_on_in_a_finished_study_reruns_pretraining_which_trains_with_it(
+        tiny_run, tmp_path):
+    """pretrain.per_atom_energy_weight: 1 on the finished tiny study plans pre-training and
+    what follows, never MD, labels, shards or real data; the pre-training job then trains with
+    the term on the shards' per-atom energies (a finite validation per-atom RMSE each epoch)."""
+    import shutil
+
+    import torch
+    import yaml
+    from snakemake_run import planned_jobs, snakemake
+
+    workdir = tmp_path / "run"  # a copy: the shared finished run stays as it is
+    shutil.copytree(tiny_run, workdir, symlinks=True)
+    # tiny: 2 labellers x 2 pre-training sizes = 4 pre-trained models, each fine-tuned at 2 n
+    # (1 seed), evaluated at n = 0, and run in stability MD
+    assert planned_jobs(workdir, pretrain={"per_atom_energy_weight": 1}) == {
+        "pretrain": 4, "finetune": 8, "evaluate": 8, "evaluate_pretrained": 4, "aggregate": 1,
+        "stability": 12, "stability_curves": 1}
+    override = yaml.safe_load((workdir / "override.yaml").read_text())
+    (workdir / "override.yaml").write_text(
+        yaml.safe_dump({**override, "pretrain": {"per_atom_energy_weight": 1}}))
+    run = workdir / "results/tiny/pretrain/lcbop/k4"
+    before = (run / "train/metrics.csv").read_text()
+    snakemake(workdir, "--cores", "1", targets=("results/tiny/pretrain/lcbop/k4/model.pt",))
+    rows = (run / "train/metrics.csv").read_text().splitlines()
+    assert "val_atomic_energy_rmse" not in before and rows != before.splitlines()
+    header = rows[0].split(",")
+    column = header.index("val_atomic_energy_rmse")
+    values = [float(r.split(",")[column]) for r in rows[1:]]
+    assert len(values) == 2 and all(np.isfinite(v) and v > 0 for v in values), rows
+    meta = torch.load(run / "model.pt", weights_only=True)["meta"]
+    assert meta["settings"]["train"]["per_atom_energy_weight"] == 1

@@ -38,10 +38,21 @@ def chgnet(model: str = "0.3.0", device: str = "cpu"):
     """CHGNet's ASE calculator, weights from the wheel (modified BSD licence). A lone atom
     (the isolated-atom reference) has no bonds; CHGNet then returns its per-element
     reference energy, which is what E0 should be, so that case is not an error."""
-    from chgnet.model import CHGNet, CHGNetCalculator
+    from chgnet.model import CHGNet
 
-    net = CHGNet.load(model_name=model, use_device=device, verbose=False)
-    return CHGNetCalculator(model=net, use_device=device, on_isolated_atoms="ignore")
+    return chgnet_calculator(CHGNet.load(model_name=model, use_device=device, verbose=False),
+                             device)
+
+
+def chgnet_calculator(net, device: str = "cpu"):
+    """The ASE calculator of a CHGNet model (the shipped one or a fine-tuned file). Its site
+    energies are on: they come from the same forward pass as the energy (CHGNet reads its
+    energy out atom by atom, then adds each element's reference), so labels carry per-atom
+    energies at no extra model call."""
+    from chgnet.model import CHGNetCalculator
+
+    return CHGNetCalculator(model=net, use_device=device, on_isolated_atoms="ignore",
+                            return_site_energies=True)
 
 
 def on_gpu(calculator) -> bool:
@@ -51,9 +62,11 @@ def on_gpu(calculator) -> bool:
 
 
 def label_batch(calculator, frames: list[Atoms], batch_size: int = 16):
-    """(energies, forces) for many frames per model call, or None when ``calculator`` has
-    no batched path (then callers label frame by frame). Batching amortises Python and graph
-    overhead over frames; ``benchmarks/bench_foundation.py`` measures what it gains."""
+    """(energies, forces, per-atom energies) for many frames per model call, or None when
+    ``calculator`` has no batched path (then callers label frame by frame). Batching amortises
+    Python and graph overhead over frames; ``benchmarks/bench_foundation.py`` measures what it
+    gains. Per-atom energies are the model's own, unchecked (callers check them as they check
+    one frame's)."""
     name = type(calculator).__name__
     if name == "CHGNetCalculator":
         return _chgnet_batch(calculator, frames, batch_size)
@@ -66,11 +79,13 @@ def _chgnet_batch(calculator, frames, batch_size):
     from pymatgen.io.ase import AseAtomsAdaptor
 
     structures = [AseAtomsAdaptor.get_structure(a) for a in frames]
-    preds = calculator.model.predict_structure(structures, task="ef", batch_size=batch_size)
+    preds = calculator.model.predict_structure(structures, task="ef", batch_size=batch_size,
+                                               return_site_energies=True)
     preds = [preds] if isinstance(preds, dict) else preds
     # CHGNet predicts energy per atom
     energies = [float(p["e"]) * len(a) for p, a in zip(preds, frames)]
-    return energies, [np.asarray(p["f"], dtype=float) for p in preds]
+    return (energies, [np.asarray(p["f"], dtype=float) for p in preds],
+            [np.asarray(p["site_energies"], dtype=float) for p in preds])
 
 
 def _sevennet_batch(calculator, frames, batch_size):
@@ -80,7 +95,7 @@ def _sevennet_batch(calculator, frames, batch_size):
     from torch_geometric.data import Batch
 
     model = calculator.model
-    energies, forces = [], []
+    energies, forces, atomic = [], [], []
     model.set_is_batch_data(True)
     try:
         for start in range(0, len(frames), batch_size):
@@ -91,9 +106,11 @@ def _sevennet_batch(calculator, frames, batch_size):
             batch = Batch.from_data_list(graphs).to(calculator.device)
             out = model(batch)
             f = out[KEY.PRED_FORCE].detach().cpu().numpy()
+            e_i = out[KEY.ATOMIC_ENERGY].detach().cpu().numpy().reshape(-1)
             offsets = np.cumsum([0] + [len(a) for a in chunk])
             energies += out[KEY.PRED_TOTAL_ENERGY].detach().cpu().numpy().ravel().tolist()
             forces += [f[offsets[i]:offsets[i + 1]].astype(float) for i in range(len(chunk))]
+            atomic += [e_i[offsets[i]:offsets[i + 1]].astype(float) for i in range(len(chunk))]
     finally:
         model.set_is_batch_data(False)
-    return [float(e) for e in energies], forces
+    return [float(e) for e in energies], forces, atomic

@@ -5,8 +5,8 @@ be relabelled by any number of labellers (the paper compared ML and empirical la
 identical structures). A LAMMPS labeller gets a fresh LAMMPS instance per frame (on every MPI
 rank when launched with mpiexec); an ASE labeller is one calculator called directly on every
 frame (no LAMMPS; under mpiexec each rank repeats the same work, so run it on one rank).
-A foundation teacher on a GPU labels many frames per model call; on a CPU one frame per call
-is faster (measured: docs/benchmarks.md, "Foundation teachers").
+A foundation teacher on a GPU labels many frames per model call (per-atom energies included,
+checked like one frame's); on a CPU one frame per call is faster (measured: docs/benchmarks.md, "Foundation teachers").
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .foundation import label_batch, on_gpu
 from .frames import labelled_copy
 from .lammps_system import isolated_atom_energy, single_point_atomic
 from .progress import Progress
-from .teachers import Teacher, get_teacher
+from .teachers import Teacher, checked_atomic_energies, get_teacher
 
 
 def isolated_atom_energies(teacher: Teacher, elements: list[str], calculator=None,
@@ -38,8 +38,11 @@ def label_frames(frames: list[Atoms], labeller: Teacher, e0: dict[str, float] | 
     labelled = []
     progress = Progress(f"label with {labeller.name}", len(frames), unit="frames")
     for k, atoms in enumerate(frames):
-        energy, forces, atomic = ((batched[0][k], batched[1][k], None) if batched else
-                                  single_point_atomic(atoms, labeller, calculator, lammps_args))
+        if batched:
+            energy, forces = batched[0][k], batched[1][k]
+            atomic = checked_atomic_energies(labeller.name, energy, batched[2][k], len(atoms))
+        else:
+            energy, forces, atomic = single_point_atomic(atoms, labeller, calculator, lammps_args)
         labelled.append(labelled_copy(atoms, energy, forces, labeller.name, e0, atomic))
         progress.update(len(labelled))
     return labelled

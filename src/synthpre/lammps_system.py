@@ -24,7 +24,7 @@ from ase.data import atomic_masses, atomic_numbers
 
 from .cells import isolated_atom
 from .lammps_runtime import new_lammps
-from .teachers import Teacher
+from .teachers import Teacher, checked_atomic_energies
 
 
 class LammpsSystem:
@@ -183,16 +183,11 @@ def single_point_atomic(atoms: Atoms, teacher: Teacher, calculator=None,
         probe.calc = calculator or teacher.make_calculator()
         energy, forces = single_point(atoms, teacher, probe.calc)
         # only what the calculator computed with the energy: CHGNet lists 'energies' but fills
-        # them only with return_site_energies (off in synthpre.foundation); SevenNet and EMT do
+        # them only with return_site_energies (on in synthpre.foundation); SevenNet and EMT do
         atomic = probe.calc.results.get("energies") if probe.calc.results else None
         if atomic is None:
             return energy, forces, None
-        atomic = np.array(atomic, dtype=float).reshape(-1)
-        residual = energy - atomic.sum()
-        if len(atomic) != len(atoms) or abs(residual) > 1e-3:
-            raise ValueError(f"teacher {teacher.name}: per-atom energies (sum {atomic.sum()}) "
-                             f"do not add up to its energy {energy} eV")
-        return energy, forces, atomic + residual / len(atomic)  # float32 rounding only
+        return energy, forces, checked_atomic_energies(teacher.name, energy, atomic, len(atoms))
     system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
     try:
         return system.single_point_atomic()

@@ -195,10 +195,11 @@ def calculator(base: str, model_path: str | None = None, device: str = "cpu"):
                                 f"teacher_finetune makes it)")
     if base != "chgnet-0.3":
         refuse_base(base, Path(model_path).parent.name)
-    from chgnet.model import CHGNet, CHGNetCalculator
+    from chgnet.model import CHGNet
 
-    net = CHGNet.from_file(model_path)
-    return CHGNetCalculator(model=net, use_device=device, on_isolated_atoms="ignore")
+    from .foundation import chgnet_calculator
+
+    return chgnet_calculator(CHGNet.from_file(model_path), device)
 
 
 def real_structures(model_path: str) -> int:

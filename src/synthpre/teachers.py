@@ -20,6 +20,8 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .foundation import CHGNET_0_3_ELEMENTS, SEVENNET_0_ELEMENTS
 from .lammps_runtime import new_lammps, potentials_dir
 
@@ -222,6 +224,19 @@ def finetuned_teacher(name: str, spec: dict) -> Teacher:
     return Teacher(name=name, pair_style="", pair_coeff="",
                    elements=list(BUILTIN_TEACHERS[spec["base"]]["elements"]), kind="ase",
                    calculator="synthpre.teacher_finetune:calculator", kwargs=kwargs)
+
+
+def checked_atomic_energies(teacher: str, energy: float, atomic, n_atoms: int) -> np.ndarray:
+    """A teacher's per-atom energies as labels: one per atom, adding up to its total energy.
+    A model's float32 sum misses its total by rounding only, so anything past 1 meV means the
+    two are not the same quantity and the teacher fails, named; the rounding remainder is
+    spread evenly, so the stored per-atom energies sum to the stored energy."""
+    atomic = np.array(atomic, dtype=float).reshape(-1)
+    residual = energy - atomic.sum()
+    if len(atomic) != n_atoms or not abs(residual) <= 1e-3:
+        raise ValueError(f"teacher {teacher}: per-atom energies ({len(atomic)} for {n_atoms} "
+                         f"atoms, sum {atomic.sum()}) do not add up to its energy {energy} eV")
+    return atomic + residual / n_atoms
 
 
 def load_factory(spec: str, teacher: str = "?"):
