@@ -11,8 +11,8 @@ Every ``check_every_fs`` (and at t = 0) the detector (``detect``) stops the run 
 of: an error in the model, non-finite energy/temperature/forces, lost atoms, a pair closer
 than ``min_distance``, a force component above ``max_force``, or a temperature above
 ``max_temperature_factor`` x the stage's target. A failure is a result (reason, time), not an
-error. Config fields are read strictly (``from_config``): a missing, unknown or out-of-range
-field raises ValueError naming ``stability.<field>``; defaults live in the config schema only.
+error. The run itself is the shared stage loop (``md_loop.run_stages``); the settings are
+``stability.settings``.
 """
 from __future__ import annotations
 
