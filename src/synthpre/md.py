@@ -19,6 +19,7 @@ from ase import Atoms
 from .cells import random_cell
 from .job_settings import strict
 from .lammps_system import LammpsSystem, mpi_rank
+from .md_loop import Segment, run_stages
 from .progress import Progress
 from .teachers import Teacher
 
@@ -98,61 +99,49 @@ def run_trajectory(teacher: Teacher, composition: dict[str, int], density: float
     system = LammpsSystem(atoms, teacher, lammps_args=lammps_args)
     lmp = system.lmp
     dt_ps = protocol.timestep_fs / 1000.0
-    t0 = _kelvin(protocol.stages[0].t_start, anneal_t)
     # A random start has near-overlaps whose energy would heat the melt by thousands of K
     # in the first femtoseconds; a few steps of minimisation remove them (the melt then erases
-    # any memory of the start).
-    lmp.commands_list(["min_style fire", "minimize 0.0 1.0 50 1000", "reset_timestep 0",
-                       f"timestep {dt_ps!r}",
-                       f"velocity all create {t0!r} {seed % 900_000 + 1} mom yes rot no dist gaussian"])
+    # any memory of the start). FIRE takes its first step from the time step LAMMPS has then
+    # (its default), not the run's: the run's is set after, by the stage loop.
+    lmp.commands_list(["min_style fire", "minimize 0.0 1.0 50 1000", "reset_timestep 0"])
     provenance = {"density": float(density), "anneal_T": float(anneal_t), "traj_id": traj_id,
                   "teacher": teacher.name}
+    segments = []
+    for stage in protocol.stages:
+        t_a, t_b = _kelvin(stage.t_start, anneal_t), _kelvin(stage.t_end, anneal_t)
+        segments.append(Segment(stage.name, round(stage.duration_ps / dt_ps), t_a, t_b,
+                                max(t_a, t_b)))
     frames: list[Atoms] = []
-    failure = None
-    step = 0
     every = protocol.dump_every_steps
     start = time.perf_counter()
-    total = sum(round(stage.duration_ps / dt_ps) for stage in protocol.stages)
-    progress = Progress(f"md {traj_id}", total, unit="steps", enabled=mpi_rank() == 0)
-    try:
-        for stage in protocol.stages:
-            t_a, t_b = _kelvin(stage.t_start, anneal_t), _kelvin(stage.t_end, anneal_t)
-            nsteps = round(stage.duration_ps / dt_ps)
-            if mpi_rank() == 0:
-                log.info("md %s: stage %s, %g -> %g K, %d steps", traj_id, stage.name, t_a, t_b,
-                         nsteps)
-            lmp.command(f"fix thermostat all nvt temp {t_a!r} {t_b!r} "
-                        f"{protocol.tdamp_fs / 1000.0!r}")
-            stage_start = step
-            while step - stage_start < nsteps:
-                chunk = min(every - step % every, nsteps - (step - stage_start))
-                # A new fix needs LAMMPS's full setup ("pre yes") before its first chunk.
-                pre = "yes" if step == stage_start else "no"
-                lmp.command(f"run {chunk} start {stage_start} stop {stage_start + nsteps} "
-                            f"pre {pre} post no")
-                step += chunk
-                progress.update(step, lambda: f"t {step * dt_ps:.2f} ps, T "
-                                f"{lmp.get_thermo('temp'):.0f} K, E_pot "
-                                f"{system.potential_energy() / len(atoms):.3f} eV/atom, "
-                                f"{step * len(atoms) / (time.perf_counter() - start):.0f} "
-                                f"atom-steps/s")
-                failure = _blow_up(system, max(t_a, t_b) * protocol.max_temperature_factor)
-                if failure:
-                    raise RuntimeError(failure)
-                if step % every == 0:
-                    frame = system.atoms()
-                    frame.info.update(provenance, time_ps=round(step * dt_ps, 6),
-                                      stage=stage.name,
-                                      temperature_K=float(lmp.get_thermo("temp")))
-                    frames.append(frame)
-            lmp.command("unfix thermostat")
-    except Exception as err:  # LAMMPS raises plain Exceptions for its own errors
-        failure = failure or f"LAMMPS error at step {step}: {err}"
-        if not protocol.keep_frames_on_failure:
-            frames = []
+    progress = Progress(f"md {traj_id}", sum(s.steps for s in segments), unit="steps",
+                        enabled=mpi_rank() == 0)
+
+    def blow_up(target_T: float) -> str | None:
+        return _blow_up(system, target_T * protocol.max_temperature_factor)
+
+    def collect(segment: Segment, step: int) -> None:
+        progress.update(step, lambda: f"t {step * dt_ps:.2f} ps, T "
+                        f"{lmp.get_thermo('temp'):.0f} K, E_pot "
+                        f"{system.potential_energy() / len(atoms):.3f} eV/atom, "
+                        f"{step * len(atoms) / (time.perf_counter() - start):.0f} "
+                        f"atom-steps/s")
+        if step % every == 0:
+            frame = system.atoms()
+            frame.info.update(provenance, time_ps=round(step * dt_ps, 6), stage=segment.name,
+                              temperature_K=float(lmp.get_thermo("temp")))
+            frames.append(frame)
+
+    end = run_stages(system, segments, timestep_ps=dt_ps, tdamp_ps=protocol.tdamp_fs / 1000.0,
+                     T_velocity=segments[0].T_start, seed=seed, every=(every,),
+                     checks=[blow_up], on_chunk=collect, label=f"md {traj_id}")
+    failure = end.failure or (f"LAMMPS error at step {end.step}: {end.error}"
+                              if end.error else None)
+    if failure and not protocol.keep_frames_on_failure:
+        frames = []
     wall = time.perf_counter() - start
     system.close()
-    return TrajectoryResult(frames, failure, step, wall, len(atoms), provenance)
+    return TrajectoryResult(frames, failure, end.step, wall, len(atoms), provenance)
 
 
 def _blow_up(system: LammpsSystem, max_temperature: float) -> str | None:
@@ -168,8 +157,6 @@ def _blow_up(system: LammpsSystem, max_temperature: float) -> str | None:
     if temp > max_temperature:
         return f"temperature {temp:.0f} K above {max_temperature:.0f} K"
     return None
-
-
 
 
 def run_md_job(settings: dict, teacher_name: str, job: str, out_frames: str, out_status: str,

@@ -27,7 +27,7 @@ from ..label import isolated_atom_energies
 from .analysis import (classify, drift_meV_per_atom_ps, pooled_relabel, relabel, structure,
                        summarise, unphysical_threshold)
 from .run import run_md
-from .settings import StabilitySettings, small_cell_problem
+from .settings import StabilitySettings, check_section, small_cell_problem
 from .starts import check_species, read_start_source, select_starts
 from .structure import rdf, rdf_distance
 from ..teachers import Teacher, get_teacher
@@ -101,6 +101,7 @@ def run_stability_job(settings: dict, starts_path: str, out_json: str, out_frame
     (no ``model``) also measures the teacher on the real ``test`` set; a model's job reads
     its own test error from ``metrics`` (its metrics.json) for the unphysical rule, which
     needs both (the pipeline passes both; by hand, without them no run is unphysical)."""
+    check_section(settings["stability"])  # hand-written settings reach here unchecked
     cfg = StabilitySettings.from_config(settings["stability"], settings["elements"])
     teacher = get_teacher(settings["teacher"], settings.get("teachers"))
     starts = select_starts(read_start_source(starts_path), cfg.starts, settings["elements"],

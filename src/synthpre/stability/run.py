@@ -11,8 +11,8 @@ Every ``check_every_fs`` (and at t = 0) the detector (``detect``) stops the run 
 of: an error in the model, non-finite energy/temperature/forces, lost atoms, a pair closer
 than ``min_distance``, a force component above ``max_force``, or a temperature above
 ``max_temperature_factor`` x the stage's target. A failure is a result (reason, time), not an
-error. Config fields are read strictly (``from_config``): a missing, unknown or out-of-range
-field raises ValueError naming ``stability.<field>``; defaults live in the config schema only.
+error. The run itself is the shared stage loop (``md_loop.run_stages``); the settings are
+``stability.settings``.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ase import Atoms
 
 from ..cells import density_of
 from ..lammps_system import LammpsSystem
+from ..md_loop import Segment, run_stages
 from ..teachers import Teacher
 from .structure import (closest_violation)
 from .settings import FailureCriteria, StabilityProtocol
@@ -95,48 +96,38 @@ def run_md(potential: Teacher, start: Atoms, protocol: StabilityProtocol,
     check = max(1, round(crit.check_every_fs / protocol.timestep_fs))
     dump = max(1, protocol.steps(protocol.dump_every_ps))
     result = RunResult(run_id, start_index, seed, len(start), density_of(start), None, 0.0, [])
-    step = 0
+    segments = [Segment(name, nsteps, t_a, t_b,
+                        protocol.T_anneal if t_a is None else max(t_a, t_b))
+                for name, t_a, t_b, nsteps in protocol.stages()]
+
+    def model_error(target_T: float) -> tuple[str, str] | None:
+        return ("model_error", system.callback_error) if system.callback_error else None
 
     def state_failure(target_T: float) -> tuple[str, str] | None:
-        if system.callback_error:
-            return "model_error", system.callback_error
         lost = system.natoms - int(lmp.get_natoms())
         atoms, forces = (None, None) if lost else (system.atoms(), system.forces())
         return detect(atoms, forces, system.potential_energy(), float(lmp.get_thermo("temp")),
                       target_T, crit, lost)
 
+    def collect(segment: Segment, step: int) -> None:
+        if segment.name == "nve":
+            result.nve.append((step * dt_ps, float(lmp.get_thermo("etotal"))))
+        if step % dump == 0:
+            result.frames.append(_frame(system, run_id, step * dt_ps, segment.name))
+
     try:
-        lmp.commands_list([f"timestep {dt_ps!r}",
-                           f"velocity all create {protocol.T_initial!r} {seed % 900_000 + 1} "
-                           f"mom yes rot no dist gaussian", "run 0 post no"])
-        bad = state_failure(protocol.T_anneal)
-        for name, t_a, t_b, nsteps in protocol.stages():
-            if bad:
-                break
-            target = protocol.T_anneal if t_a is None else max(t_a, t_b)
-            fix = "nve" if t_a is None else f"nvt temp {t_a!r} {t_b!r} {protocol.tdamp_fs / 1000.0!r}"
-            lmp.command(f"fix integrate all {fix}")
-            first, end = step, step + nsteps
-            while step < end:
-                chunk = min(check - step % check, dump - step % dump, end - step)
-                lmp.command(f"run {chunk} start {first} stop {end} "
-                            f"pre {'yes' if step == first else 'no'} post no")
-                step += chunk
-                bad = state_failure(target)
-                if bad:
-                    break
-                if name == "nve":
-                    result.nve.append((step * dt_ps, float(lmp.get_thermo("etotal"))))
-                if step % dump == 0:
-                    result.frames.append(_frame(system, run_id, step * dt_ps, name))
-            lmp.command("unfix integrate")
-    except Exception as err:  # LAMMPS raises plain Exceptions for its own errors
-        bad = ("lammps_error", f"{type(err).__name__}: {err}")
+        end = run_stages(system, segments, timestep_ps=dt_ps,
+                         tdamp_ps=protocol.tdamp_fs / 1000.0, T_velocity=protocol.T_initial,
+                         seed=seed, every=(check, dump), checks=[model_error, state_failure],
+                         on_chunk=collect, check_at_start=protocol.T_anneal)
     finally:
         system.close()
+    bad = end.failure or (("lammps_error", f"{type(end.error).__name__}: {end.error}")
+                          if end.error else None)
     if bad:
-        result.failure = {"reason": bad[0], "time_ps": round(step * dt_ps, 6), "detail": bad[1]}
-    result.time_ps = round(step * dt_ps, 6)
+        result.failure = {"reason": bad[0], "time_ps": round(end.step * dt_ps, 6),
+                          "detail": bad[1]}
+    result.time_ps = round(end.step * dt_ps, 6)
     result.wall_s = time.perf_counter() - t0
     result.cpu_s = time.process_time() - c0
     return result

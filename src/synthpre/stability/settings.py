@@ -1,37 +1,43 @@
-"""Settings of the stability stage (config section ``stability``), read strictly: a missing,
-unknown or out-of-range field raises ValueError naming ``stability.<field>``; defaults live in
-the config schema only. Also the cell-size rule for the 'hot' criterion."""
+"""Settings of the stability stage (config section ``stability``), built through
+``job_settings.strict`` like every stage's: a missing or unknown field raises ValueError naming
+``stability.<field>``. Types and ranges are the config schema's alone (with the defaults):
+Snakemake checks them at parse time, and a job checks its section against the schema's own
+``stability`` entry (``check_section``), since its JSON may have been written by hand. Here
+only what the schema cannot say: the density window's order. Also the cell-size rule for the
+'hot' criterion."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
+from ..job_settings import strict
+from .structure import pair_thresholds
 
-from .structure import (pair_thresholds)
+
+def check_section(cfg: dict) -> None:
+    """Refuse a ``stability`` section the config schema refuses, naming the field: the ranges
+    live in the schema only, and a job's settings may not have passed Snakemake's check."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(cfg))
+    if error is not None:
+        where = "".join(f".{p}" for p in error.absolute_path)
+        raise ValueError(f"config field 'stability{where}': {error.message}")
 
 
-def _build(cls, cfg: dict, where: str, positive=(), non_negative=()):
-    """A dataclass from a config mapping: every field required, unknown fields refused."""
-    if not isinstance(cfg, dict):
-        raise ValueError(f"config field '{where}' must be a mapping")
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in cfg:
-        if key not in names:
-            raise ValueError(f"config field '{where}.{key}' is unknown (known: {names})")
-    for key in names:
-        if key not in cfg:
-            raise ValueError(f"config field '{where}.{key}' is missing")
-    for key in (*positive, *non_negative):
-        if isinstance(cfg[key], bool) or not isinstance(cfg[key], (int, float)):
-            raise ValueError(f"config field '{where}.{key}' must be a number (got {cfg[key]!r})")
-    for key in positive:
-        if not cfg[key] > 0:
-            raise ValueError(f"config field '{where}.{key}' must be > 0 (got {cfg[key]})")
-    for key in non_negative:
-        if not cfg[key] >= 0:
-            raise ValueError(f"config field '{where}.{key}' must be >= 0 (got {cfg[key]})")
-    return cls(**cfg)
+@functools.cache
+def _validator():
+    import jsonschema
+    import yaml
+
+    from ..config import SCHEMA
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    entry = {**schema["properties"]["stability"], "$schema": schema["$schema"],
+             "definitions": schema.get("definitions", {})}
+    return jsonschema.validators.validator_for(entry)(entry)
 
 
 @dataclass(frozen=True)
@@ -93,52 +99,26 @@ class StabilitySettings:
 
     @classmethod
     def from_config(cls, cfg: dict, elements: list[str] | None = None) -> "StabilitySettings":
-        """Strictly parse the ``stability`` config section (see the module docstring). With
-        ``elements``, the distance thresholds become one per element pair: ``auto`` ones
-        derived from covalent radii (``structure.pair_thresholds``), numbers the
-        same for every pair."""
+        """The ``stability`` section (schema-valid: see ``check_section``), strictly (see the
+        module docstring). With ``elements``, the distance thresholds become one per element
+        pair: ``auto`` ones derived from covalent radii (``structure.pair_thresholds``),
+        numbers the same for every pair."""
         # engine: how a model runs, a run option (job_settings.stability_run_options)
-        top = _build(_Raw, {k: v for k, v in cfg.items() if k != "engine"}, "stability")
-        if not top.velocity_seeds:
-            raise ValueError("config field 'stability.velocity_seeds' is empty")
-        # starts.quench is rule stability_starts' business (synthpre.stability_starts)
-        selection = {k: v for k, v in top.starts.items() if k != "quench"}
-        starts = _build(StartSelection, selection, "stability.starts", positive=("count",),
-                        non_negative=("density_min",))
+        top = strict(_Raw, {k: v for k, v in cfg.items() if k != "engine"}, "stability")
+        # starts.quench is rule stability_starts' business (stability.starts)
+        starts = strict(StartSelection, {k: v for k, v in top.starts.items() if k != "quench"},
+                        "stability.starts")
         if starts.density_max < starts.density_min:
             raise ValueError("config field 'stability.starts.density_max' is below density_min")
-        protocol = _build(StabilityProtocol, top.protocol, "stability.protocol",
-                          positive=("T_initial", "T_anneal", "hold_ps", "timestep_fs",
-                                    "tdamp_fs", "dump_every_ps"),
-                          non_negative=("warmup_ps", "nve_ps"))
-        _check_auto(top.failure, "stability.failure", "min_distance", minimum_ok=True)
-        _check_auto(top.analysis, "stability.analysis", "coordination_cutoff")
-        failure = _build(FailureCriteria, top.failure, "stability.failure",
-                         positive=("check_every_fs", "max_force", "close_pair_factor",
-                                   "unphysical_factor"))
-        if not failure.max_temperature_factor > 1:
-            raise ValueError("config field 'stability.failure.max_temperature_factor' must be > 1")
-        analysis = _build(Analysis, top.analysis, "stability.analysis",
-                          positive=("rdf_r_max", "rdf_bins", "coordination_factor"),
-                          non_negative=("relabel_frames",))
+        protocol = strict(StabilityProtocol, top.protocol, "stability.protocol")
+        failure = strict(FailureCriteria, top.failure, "stability.failure")
+        analysis = strict(Analysis, top.analysis, "stability.analysis")
         if elements is not None:
             failure = dataclasses.replace(failure, min_distance=pair_thresholds(
                 elements, failure.min_distance, failure.close_pair_factor))
             analysis = dataclasses.replace(analysis, coordination_cutoff=pair_thresholds(
                 elements, analysis.coordination_cutoff, analysis.coordination_factor))
         return cls(starts, [int(s) for s in top.velocity_seeds], protocol, failure, analysis)
-
-
-def _check_auto(section, where: str, key: str, minimum_ok: bool = False) -> None:
-    """A distance threshold: "auto" (from the elements) or a number > 0 (>= 0 where 0 turns
-    the criterion off)."""
-    value = section.get(key) if isinstance(section, dict) else None
-    if value == "auto" or value is None:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
-            not (value >= 0 if minimum_ok else value > 0):
-        raise ValueError(f"config field '{where}.{key}' must be 'auto' or a number "
-                         f"{'>=' if minimum_ok else '>'} 0 (got {value!r})")
 
 
 @dataclass(frozen=True)
@@ -148,9 +128,6 @@ class _Raw:
     protocol: dict
     failure: dict
     analysis: dict
-
-
-
 
 
 # Relative standard deviation of the kinetic temperature of N atoms in the canonical
