@@ -28,6 +28,9 @@ log = logging.getLogger(__name__)
 
 # The MD fan-out: one job per density x anneal temperature x replica, named so that the job
 # name alone gives its conditions and its seed (common.smk builds the names at parse time).
+JOB = r"d[0-9.]+-T[0-9.]+-r[0-9]+"  # the rule files' wildcard constraint
+
+
 def md_jobs(synthetic: dict) -> list[str]:
     """Job names of the MD fan-out: density x anneal temperature x replica."""
     return [f"d{d:g}-T{t:g}-r{r}" for d in synthetic["densities"]

@@ -4,10 +4,9 @@ import functools
 import os
 import shlex
 
-from synthpre import input_files, job_settings, points
+from synthpre import input_files, job_settings, md, points
 from synthpre.alchemical import md_folder, source_teacher
 from synthpre.config_check import ConfigError, check_config, config_warnings
-from synthpre.md import md_jobs
 from synthpre.teachers import get_teacher
 
 MACHINE_PROBLEMS = check_config(config, read_data=workflow.is_main_process)
@@ -39,7 +38,7 @@ if workflow.is_main_process and os.path.isdir(RESULTS):
         print(OTHER_CODE, file=sys.stderr)
 SYN = config["synthetic"]
 FT = config["finetune"]
-JOBS = md_jobs(SYN)
+JOBS = md.md_jobs(SYN)
 LABELLERS = SYN["labellers"]
 # Whose MD each labeller labels: the teacher's, or an alchemical labeller's own
 # (synthpre.alchemical).

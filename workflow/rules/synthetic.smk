@@ -3,7 +3,7 @@
 
 
 wildcard_constraints:
-    job=r"d[0-9.]+-T[0-9.]+-r[0-9]+",
+    job=md.JOB,
     labeller=points.NAME,
     teacher=points.NAME,
 
