@@ -106,13 +106,13 @@ def _pretrained_model_and_real(tmp_path, offset_per_atom=6.0):
 def test_the_n0_point_is_the_pretrained_model_as_fine_tuning_starts_it(tmp_path):
     """pretrained/<labeller>/n0/s<seed>: no fine-tuning budget; with fit_shift the energy
     shift is fitted to the seed's smallest subset first, which moves energies, not forces."""
-    from synthpre.evaluate import evaluate_point
+    from synthpre.evaluate import run_evaluate_job
 
     model, real = _pretrained_model_and_real(tmp_path)
     args = (str(model), str(real / "test.h5"), str(real / "val.h5"), "pretrained/snap_c/n0/s1")
-    plain = evaluate_point(*args, str(tmp_path / "a.json"), str(tmp_path / "a.npz"))
-    shifted = evaluate_point(*args, str(tmp_path / "b.json"), str(tmp_path / "b.npz"),
-                             real_dir=str(real), shift_n=3)
+    plain = run_evaluate_job(*args, str(tmp_path / "a.json"), str(tmp_path / "a.npz"))
+    shifted = run_evaluate_job(*args, str(tmp_path / "b.json"), str(tmp_path / "b.npz"),
+                               real_dir=str(real), shift_n=3)
     for m in (plain, shifted):
         assert (m["mode"], m["labeller"], m["n"], m["seed"]) == ("pretrained", "snap_c", 0, 1)
         assert (m["steps"], m["epochs"], m["n_pretrain"]) == (0, 0, 63)
@@ -121,9 +121,9 @@ def test_the_n0_point_is_the_pretrained_model_as_fine_tuning_starts_it(tmp_path)
     assert plain["test_energy_rmse_per_atom"] > 2.0  # Morse -3 + 6 eV/atom, unfitted
     assert shifted["test_energy_rmse_per_atom"] < 0.5 * plain["test_energy_rmse_per_atom"]
     with pytest.raises(ValueError, match="pretrained/<labeller>"):
-        evaluate_point(str(model), str(real / "test.h5"), str(real / "val.h5"),
-                       "pretrained/snap_c/n3/s1", str(tmp_path / "c.json"),
-                       str(tmp_path / "c.npz"))
+        run_evaluate_job(str(model), str(real / "test.h5"), str(real / "val.h5"),
+                         "pretrained/snap_c/n3/s1", str(tmp_path / "c.json"),
+                         str(tmp_path / "c.npz"))
 
 
 def test_the_n0_row_is_in_the_learning_curve_and_a_marker_on_the_plot(tmp_path):

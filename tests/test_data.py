@@ -145,9 +145,10 @@ def test_bad_real_data_names_file_index_and_key(real_like_file, tmp_path, breaka
 
 
 def test_fetch_through_load_atoms_reads_a_local_file(real_like_file, tmp_path):
-    from synthpre.fetch_real import fetch_dataset
+    from synthpre.fetch_real import run_fetch_real_job
 
-    n = fetch_dataset(str(real_like_file), str(tmp_path / "fetched.extxyz"), str(tmp_path / "la"))
+    n = run_fetch_real_job(str(real_like_file), str(tmp_path / "fetched.extxyz"),
+                           str(tmp_path / "la"))
     original, fetched = read_frames(real_like_file), read_frames(tmp_path / "fetched.extxyz")
     assert n == len(original) == len(fetched)
     for a, b in zip(original, fetched):

@@ -21,7 +21,7 @@ from synthpre.evaluate import teacher_knowledge
 from synthpre.lammps_system import LammpsSystem
 from synthpre.real_data import ingest, subset_order
 from synthpre.shard_files import read_shard
-from synthpre.teacher_finetune import finetune_teacher, records_to_atoms
+from synthpre.teacher_finetune import run_teacher_finetune_job, records_to_atoms
 from synthpre.teachers import get_teacher
 
 torch.set_num_threads(1)
@@ -42,9 +42,9 @@ def tuned(tmp_path_factory):
     (real / "test.h5").unlink()
     (real / "val.h5").unlink()
     out = real.parent / "teacher" / "model.pth"
-    summary = finetune_teacher({"name": "chgnet-ft", "base": "chgnet-0.3",
-                                "elements": ["Li", "Si"], "finetune": FINETUNE},
-                               str(real / "pool.h5"), str(out))
+    summary = run_teacher_finetune_job({"name": "chgnet-ft", "base": "chgnet-0.3",
+                                        "elements": ["Li", "Si"], "finetune": FINETUNE},
+                                       str(real / "pool.h5"), str(out))
     return {"summary": summary, "model": out, "pool": read_shard(real / "pool.h5"),
             "test": test, "pool_path": real / "pool.h5"}
 
@@ -97,9 +97,9 @@ def test_finetuned_file_drives_fix_external_md(tuned):
 
 def test_more_structures_than_the_pool_is_refused_naming_the_field(tuned, tmp_path):
     with pytest.raises(ValueError, match=r"teachers.chgnet-ft.finetune.n' asks for 100"):
-        finetune_teacher({"name": "chgnet-ft", "base": "chgnet-0.3", "elements": ["Li", "Si"],
-                          "finetune": {**FINETUNE, "n": 100}}, str(tuned["pool_path"]),
-                         str(tmp_path / "model.pth"))
+        run_teacher_finetune_job({"name": "chgnet-ft", "base": "chgnet-0.3",
+                                  "elements": ["Li", "Si"], "finetune": {**FINETUNE, "n": 100}},
+                                 str(tuned["pool_path"]), str(tmp_path / "model.pth"))
     assert not (tmp_path / "model.pth").exists()
 
 

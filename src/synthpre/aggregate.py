@@ -256,8 +256,9 @@ def add_teacher_knowledge(table: pd.DataFrame, manifests: list[str]) -> pd.DataF
     return table
 
 
-def aggregate(metric_files: list[str], out_dir: str, parity: list[str], manifests: list[str],
-              real_summary: str, md_status: list[str]) -> pd.DataFrame:
+def run_aggregate_job(metric_files: list[str], out_dir: str, parity: list[str],
+                      manifests: list[str], real_summary: str,
+                      md_status: list[str]) -> pd.DataFrame:
     out = Path(out_dir)
     metrics = load_metrics(metric_files)
     table = add_teacher_knowledge(learning_curve(metrics), manifests)

@@ -71,9 +71,9 @@ def cmd_label(args) -> None:
 
 
 def cmd_teacher_finetune(args) -> None:
-    from .teacher_finetune import finetune_teacher
+    from .teacher_finetune import run_teacher_finetune_job
 
-    summary = finetune_teacher(_settings(args), args.pool, args.out)
+    summary = run_teacher_finetune_job(_settings(args), args.pool, args.out)
     print(f"teacher {summary['teacher']}: {summary['real_structures']} real structures, force "
           f"RMSE on them {summary['force_rmse_before']:.3f} -> "
           f"{summary['force_rmse_after']:.3f} eV/A")
@@ -93,16 +93,16 @@ def cmd_real_data(args) -> None:
 
 
 def cmd_fetch_real(args) -> None:
-    from .fetch_real import fetch_dataset
+    from .fetch_real import run_fetch_real_job
 
-    print(f"fetched {fetch_dataset(args.dataset, args.out, args.root)} structures")
+    print(f"fetched {run_fetch_real_job(args.dataset, args.out, args.root)} structures")
 
 
 def cmd_dft(args) -> None:
-    from .dft import run_dft_batch
+    from .dft import run_dft_job
 
-    summary = run_dft_batch(_settings(args), args.structures, args.batch, args.cache_dir,
-                            args.out)
+    summary = run_dft_job(_settings(args), args.structures, args.batch, args.cache_dir,
+                          args.out)
     print(json.dumps(summary, default=str))
 
 
@@ -125,28 +125,29 @@ def _add_run_options(p: argparse.ArgumentParser, slice_of) -> None:
 
 
 def cmd_train(args) -> None:
-    from .train import run_training
+    from .train import run_train_job
 
-    run_training(_settings(args), _run_options(args), args.stage, args.out,
-                 manifest=args.manifest,
-                 real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init,
-                 n_pretrain=args.n_pretrain)
+    run_train_job(_settings(args), _run_options(args), args.stage, args.out,
+                  manifest=args.manifest,
+                  real_dir=args.real_dir, n=args.n, seed=args.seed, init=args.init,
+                  n_pretrain=args.n_pretrain)
 
 
 def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate_point
+    from .evaluate import run_evaluate_job
 
-    metrics = evaluate_point(args.model, args.test, args.val, args.point, args.out,
-                             args.parity, init=args.init, synthetic_manifest=args.synthetic_val,
-                             real_dir=args.real_dir, shift_n=args.fit_shift_n)
+    metrics = run_evaluate_job(args.model, args.test, args.val, args.point, args.out,
+                               args.parity, init=args.init, synthetic_manifest=args.synthetic_val,
+                               real_dir=args.real_dir, shift_n=args.fit_shift_n)
     print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}))
 
 
 def cmd_aggregate(args) -> None:
-    from .aggregate import aggregate
+    from .aggregate import run_aggregate_job
 
-    print(aggregate(args.metrics, args.out_dir, parity=args.parity, manifests=args.manifests,
-                    real_summary=args.real_summary, md_status=args.md_status).to_string())
+    print(run_aggregate_job(args.metrics, args.out_dir, parity=args.parity,
+                            manifests=args.manifests, real_summary=args.real_summary,
+                            md_status=args.md_status).to_string())
 
 
 def cmd_export(args) -> None:
@@ -177,19 +178,19 @@ def cmd_stability(args) -> None:
 
 
 def cmd_stability_starts(args) -> None:
-    from .stability.starts import quench_starts
+    from .stability.starts import run_stability_starts_job
 
     from .lammps_system import mpi_rank
 
-    cells = quench_starts(_settings(args), args.out)  # under mpiexec/srun: rank 0 writes
+    cells = run_stability_starts_job(_settings(args), args.out)  # under mpiexec/srun: rank 0 writes
     if mpi_rank() == 0:
         print(f"{len(cells)} start cells -> {args.out}")
 
 
 def cmd_stability_curves(args) -> None:
-    from .stability.curves import stability_curves
+    from .stability.curves import run_stability_curves_job
 
-    print(stability_curves(args.results, args.reference, args.out_csv, args.out_figure)
+    print(run_stability_curves_job(args.results, args.reference, args.out_csv, args.out_figure)
           .to_string())
 
 

@@ -257,7 +257,7 @@ def label_with_gpaw(in_path: str | os.PathLike, out_path: str | os.PathLike,
     return summary
 
 
-def run_dft_batch(settings: dict, structures: str, batch: int, cache_dir: str, out: str) -> dict:
+def run_dft_job(settings: dict, structures: str, batch: int, cache_dir: str, out: str) -> dict:
     """Rule ``dft``: label batch number ``batch`` (``dft.batch_size`` structures each) of the
     structures file; structures whose SCF fails are skipped and recorded in the summary."""
     size = settings["dft"]["batch_size"]

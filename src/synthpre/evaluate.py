@@ -89,10 +89,10 @@ def teacher_knowledge(mode: str, synthetic_manifest: str | None) -> dict:
     return {"teacher_real_structures": int(manifest.get("teacher_real_structures", 0))}
 
 
-def evaluate_point(model_path: str, test_path: str, val_path: str, point: str, out: str,
-                   parity_out: str, init: str | None = None,
-                   synthetic_manifest: str | None = None, real_dir: str | None = None,
-                   shift_n: int = 0) -> dict:
+def run_evaluate_job(model_path: str, test_path: str, val_path: str, point: str, out: str,
+                     parity_out: str, init: str | None = None,
+                     synthetic_manifest: str | None = None, real_dir: str | None = None,
+                     shift_n: int = 0) -> dict:
     """Errors of one point; a fine-tuned point (``init`` and ``synthetic_manifest`` given,
     and only then) also gets its forgetting. A ``pretrained/.../n0/s<seed>`` point is the
     pre-trained model before fine-tuning (``before_finetuning``): no training budget."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from .frames import write_frames
 
 
-def fetch_dataset(name_or_path: str, out: str, root: str) -> int:
+def run_fetch_real_job(name_or_path: str, out: str, root: str) -> int:
     from load_atoms import load_dataset
 
     thing = Path(name_or_path) if Path(name_or_path).exists() else name_or_path

@@ -4,7 +4,7 @@ Used raw, a foundation teacher passes its own errors to the student (in the Li-S
 pre-training on its labels made the test energies worse than scratch). Gardner et al. 2025
 (arXiv 2506.10956) first fine-tune the foundation model on the small DFT set, then generate
 the synthetic data with it. A config asks for that with a teacher entry
-``{base: chgnet-0.3, finetune: {...}}``; rule ``teacher_finetune`` runs ``finetune_teacher``
+``{base: chgnet-0.3, finetune: {...}}``; rule ``teacher_finetune`` runs ``run_teacher_finetune_job``
 and writes the model file, which then drives MD (``fix external``) and labels like any ASE
 teacher (``calculator`` below is its factory).
 
@@ -155,7 +155,7 @@ def _energy_rmse(pred: np.ndarray, ref: np.ndarray, atoms: list[Atoms]) -> float
     return float(np.sqrt(np.mean(((pred - ref) / n) ** 2)))
 
 
-def finetune_teacher(settings: dict, pool_path: str, out: str) -> dict:
+def run_teacher_finetune_job(settings: dict, pool_path: str, out: str) -> dict:
     """Rule ``teacher_finetune``: fine-tune ``settings['base']`` on the pool's subset and
     write the model (``out``, CHGNet's own file format) and ``<out>.json`` (which structures,
     errors before and after on them), both atomically."""

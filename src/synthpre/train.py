@@ -166,10 +166,10 @@ RECIPES = {
 assert set(FINETUNE_MODES) == {k for k, r in RECIPES.items() if r.init}
 
 
-def run_training(settings: dict, options: dict, stage: str, out: str,
-                 manifest: str | None = None,
-                 real_dir: str | None = None, n: int | None = None, seed: int | None = None,
-                 init: str | None = None, n_pretrain: int | None = None) -> dict:
+def run_train_job(settings: dict, options: dict, stage: str, out: str,
+                  manifest: str | None = None,
+                  real_dir: str | None = None, n: int | None = None, seed: int | None = None,
+                  init: str | None = None, n_pretrain: int | None = None) -> dict:
     """One pipeline training job: ``stage`` is pretrain (shards of ``manifest``; the first
     ``n_pretrain`` structures by trajectory, or all), a fine-tuning mode (from ``init`` on the
     real subset n, seed; replay also reads ``manifest``) or scratch (from fresh weights).

@@ -9,7 +9,7 @@ from .stability_setup import CFG, job_settings, save_tiny_model
 
 from synthpre.frames import read_frames
 from synthpre.stability.analysis import pooled_relabel, relabel
-from synthpre.stability.curves import stability_curves
+from synthpre.stability.curves import run_stability_curves_job
 from synthpre.stability.job import run_stability_job
 from synthpre.stability.run import run_md
 from synthpre.teachers import get_teacher
@@ -64,8 +64,8 @@ def test_a_survivor_far_from_its_teacher_is_unphysical_in_the_json_and_the_csv(s
         assert out["unphysical_rule"]["force_rmse_threshold"] == pytest.approx(factor * 0.01,
                                                                                 rel=1e-3)
         assert out["summary"]["n_unphysical"] == (outcome == "unphysical")
-    stability_curves([str(tmp_path / "2.0.json")], str(tmp_path / "ref.json"),
-                     str(tmp_path / "stability.csv"), [str(tmp_path / "s.png")])
+    run_stability_curves_job([str(tmp_path / "2.0.json")], str(tmp_path / "ref.json"),
+                             str(tmp_path / "stability.csv"), [str(tmp_path / "s.png")])
     csv = pd.read_csv(tmp_path / "stability.csv").set_index("mode")
     assert csv.loc["scratch", "n_unphysical"] == 1 and csv.loc["scratch", "stable_fraction"] == 0
     assert csv.loc["scratch", "survival_fraction"] == 1.0

@@ -9,7 +9,7 @@ import pytest
 from .stability_setup import STABILITY, job_settings, save_tiny_model
 
 from synthpre.frames import read_frames, write_frames
-from synthpre.stability.curves import stability_curves
+from synthpre.stability.curves import run_stability_curves_job
 from synthpre.stability.job import run_stability_job
 
 
@@ -42,8 +42,8 @@ def test_job_writes_reference_then_model_results(starts_file, tmp_path):
     assert written["summary"]["n_runs"] == 2 and len(frames) > 0
     assert out["summary"]["relabel"]["force_rmse"] > 0
     assert not list(tmp_path.glob(".tmp-*"))
-    table = stability_curves([str(tmp_path / "m.json")], str(tmp_path / "ref.json"),
-                             str(tmp_path / "stability.csv"), [str(tmp_path / "s.png")])
+    table = run_stability_curves_job([str(tmp_path / "m.json")], str(tmp_path / "ref.json"),
+                                     str(tmp_path / "stability.csv"), [str(tmp_path / "s.png")])
     csv = pd.read_csv(tmp_path / "stability.csv")
     assert list(csv["mode"]) == ["scratch", "teacher"] and list(csv["labeller"]) == ["none", "lcbop"]
     assert csv.loc[1, "survival_fraction"] == 1.0 and csv.loc[1, "n_runs"] == 2

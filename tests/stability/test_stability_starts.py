@@ -14,7 +14,7 @@ def test_teacher_quenched_starts_are_cells_at_the_window_densities_cooled_to_the
     (LCBOP here), one per density spread over the window, written for the stability jobs."""
     from synthpre import job_settings as slices
     from synthpre.config import complete
-    from synthpre.stability.starts import quench_starts
+    from synthpre.stability.starts import run_stability_starts_job
 
     from defaults import MINIMAL
 
@@ -27,7 +27,7 @@ def test_teacher_quenched_starts_are_cells_at_the_window_densities_cooled_to_the
             {"name": "quench", "T_start": 4000, "T_end": 300, "duration_ps": 0.2},
             {"name": "relax", "T_start": 300, "T_end": 300, "duration_ps": 0.05}]}}}})
     out = tmp_path / "starts.extxyz"
-    cells = quench_starts(slices.stability_starts(config), str(out))
+    cells = run_stability_starts_job(slices.stability_starts(config), str(out))
     written = read_frames(out)
     assert len(cells) == len(written) == 2
     for cell, density in zip(written, (1.8, 2.6)):

@@ -99,8 +99,8 @@ def plot(table: pd.DataFrame, figures: list[str]) -> None:
     plt.close(fig)
 
 
-def stability_curves(results: list[str], reference: str, out_csv: str,
-                     figures: list[str]) -> pd.DataFrame:
+def run_stability_curves_job(results: list[str], reference: str, out_csv: str,
+                             figures: list[str]) -> pd.DataFrame:
     table = stability_table(results, reference)
     with atomic_path(out_csv) as tmp:
         table.to_csv(tmp, index=False, float_format="%.6g")

@@ -46,7 +46,8 @@ def check_window(settings: dict) -> None:
         raise ValueError(f"config field 'stability.starts.density_max': {err}") from None
 
 
-def quench_starts(settings: dict, out: str, lammps_args: tuple[str, ...] = ()) -> list[Atoms]:
+def run_stability_starts_job(settings: dict, out: str,
+                             lammps_args: tuple[str, ...] = ()) -> list[Atoms]:
     """Quench the start cells (``synthpre.job_settings.stability_starts``) and write them to
     ``out`` (extxyz, atomically). A quench that fails names its density and the reason."""
     starts, quench = settings["starts"], settings["starts"]["quench"]
