@@ -12,14 +12,14 @@ import logging
 import math
 import time
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ase import Atoms
 
 from .cells import random_cell
 from .job_settings import strict
 from .lammps_system import LammpsSystem, mpi_rank
-from .md_loop import Segment, run_stages
+from .md_loop import Segment, TrajectoryResult, run_stages
 from .progress import Progress
 from .teachers import Teacher
 
@@ -74,20 +74,6 @@ class Protocol:
     @property
     def dump_every_steps(self) -> int:
         return max(1, round(self.dump_every_ps * 1000.0 / self.timestep_fs))
-
-
-@dataclass
-class TrajectoryResult:
-    frames: list[Atoms]
-    failure: str | None
-    steps: int
-    wall_s: float
-    natoms: int
-    info: dict = field(default_factory=dict)
-
-    @property
-    def atom_steps_per_s(self) -> float:
-        return self.steps * self.natoms / self.wall_s if self.wall_s > 0 else 0.0
 
 
 def _kelvin(value: float | str, anneal_t: float) -> float:

@@ -13,8 +13,10 @@ what they collect at each stop (frames, energies, progress).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from ase import Atoms
 
 from .lammps_system import LammpsSystem, mpi_rank
 
@@ -100,3 +102,19 @@ def run_stages(system: LammpsSystem, segments: list[Segment], *, timestep_ps: fl
     except Exception as err:  # LAMMPS raises plain Exceptions for its own errors
         return LoopEnd(step, error=err)
     return LoopEnd(step)
+
+
+@dataclass
+class TrajectoryResult:
+    """What a sampling job produced (a teacher-MD trajectory or a rattle-relax chain): its
+    frames, why it stopped early (or None), and its cost, for rule md's md.json."""
+    frames: list[Atoms]
+    failure: str | None
+    steps: int
+    wall_s: float
+    natoms: int
+    info: dict = field(default_factory=dict)
+
+    @property
+    def atom_steps_per_s(self) -> float:
+        return self.steps * self.natoms / self.wall_s if self.wall_s > 0 else 0.0

@@ -29,6 +29,7 @@ from ase import Atoms
 from .cells import random_cell
 from .job_settings import strict
 from .lammps_system import LammpsSystem, mpi_rank
+from .md_loop import TrajectoryResult
 from .progress import Progress
 from .teachers import Teacher
 
@@ -75,10 +76,9 @@ def strain_and_rattle(atoms: Atoms, settings: RattleRelax, rng: np.random.Genera
 def run_chain(teacher: Teacher, composition: dict[str, int], density: float,
               settings: RattleRelax, seed: int, traj_id: str, min_distance: float,
               lammps_args: tuple[str, ...] = ()):
-    """One rattle-relax chain; returns md.TrajectoryResult (``steps`` = minimize iterations
+    """One rattle-relax chain; returns md_loop.TrajectoryResult (``steps`` = minimize iterations
     asked for). Frames carry ``chain_step`` and, for the record, the largest force component
     of the rattled structure before its relaxation (``rattled_max_force``)."""
-    from .md import TrajectoryResult
 
     rng = np.random.default_rng(seed)
     start = time.perf_counter()
