@@ -321,8 +321,8 @@ def test_an_own_potential_file_reruns_its_labels_by_content_not_time(finished_co
     md = sorted(str(p.relative_to(work)) for p in (work / "results/tiny/md").rglob("frames.extxyz"))
     assert len(labels) == 4 and len(md) == 2
     snakemake(work, "--cores", "2", targets=tuple(labels))  # the lcbop labels, now from ./C.lcbop
-    assert job_counts(dry_run(work, override, *labels, *md)) == {}
     os.utime(work / "C.lcbop")  # touch
+    # nothing to do: also after the run itself (a touch can add reasons to rerun, not remove them)
     assert job_counts(dry_run(work, override, *labels, *md)) == {}
     _same_time_other_content(work / "C.lcbop", lambda text: text.replace("0.", "0.0", 1))
     assert job_counts(dry_run(work, override, *labels, *md)) == {"label": 2}
@@ -333,8 +333,7 @@ def test_real_data_rerun_by_content_not_time(finished_copy):
     work = finished_copy
     override = yaml.safe_load((work / "override.yaml").read_text())
     real, target = Path(override["real"]["source"]), "results/tiny/real/summary.json"
-    assert job_counts(dry_run(work, override, target)) == {}
-    os.utime(real)
+    os.utime(real)  # a touch reruns nothing (nor was anything to do before it)
     assert job_counts(dry_run(work, override, target)) == {}
     # the real data file is the shared tiny run's (override.yaml names it by its absolute
     # path): put its content and time back for the tests that run after this one

@@ -59,12 +59,14 @@ def run_snakemake_on_slurm(
     configfile: Path | None = None,
     extra_args: list[str] | tuple[str, ...] = (),
     *,
+    targets: tuple[str, ...] = (),
     profile: Path = SLURM_PROFILE,
     fast: bool = True,
     timeout: float = 900,
     check: bool = True,
 ) -> subprocess.CompletedProcess:
-    """Run Snakemake with `--profile profiles/slurm` in `workdir`; returns the finished process.
+    """Run Snakemake with `--profile profiles/slurm` in `workdir` (on `targets`, else rule
+    all); returns the finished process.
 
     The process's stdout+stderr (in `.stdout`) hold the plugin's "SLURM jobid" lines;
     `slurm_jobs(proc)` turns them into {jobid: rule}. Successful jobs' SLURM logs are kept
@@ -72,7 +74,7 @@ def run_snakemake_on_slurm(
     """
     workdir = Path(workdir)
     cmd = [
-        sys.executable, "-m", "snakemake",
+        sys.executable, "-m", "snakemake", *targets,
         "--snakefile", str(snakefile),
         "--directory", str(workdir),
         "--profile", str(profile),
@@ -191,7 +193,12 @@ def test_toy_workflow_goes_through_sbatch_to_right_partitions(tmp_path, slurm_cl
 @pytest.mark.slow
 def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_file):
     """The real pipeline on configs/tiny.yaml through profiles/slurm: every job via sbatch,
-    training rules on the gpu partition with a GPU, the rest on cpu."""
+    training rules on the gpu partition with a GPU, the rest on cpu.
+
+    Targets: the learning curve and one model's stability run (with the teacher's reference
+    run), so that every rule kind but the last report runs through SLURM; the other models'
+    stability runs and their curve are the same rules again (and would push the run past
+    SLURM's MinJobAge=300 s, after which scontrol no longer knows the first jobs)."""
     override = tmp_path / "override.yaml"
     override.write_text(f"real: {{source: {real_like_file}}}\n"
                         "synthetic: {labellers: [snap_c]}\n"
@@ -200,11 +207,14 @@ def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_
     proc = run_snakemake_on_slurm(
         tmp_path, REPO / "Snakefile", None,
         ["--configfile", str(REPO / "config.yaml"), str(REPO / "configs" / "tiny.yaml"),
-         str(override)], timeout=1500)
+         str(override)], timeout=1500,
+        targets=("results/tiny/curves/learning_curve.csv",
+                 "results/tiny/pretrain/snap_c/stability.json"))
     jobs = slurm_jobs(proc)
     rules = sorted(jobs.values())
     assert rules.count("md") == 2 and rules.count("label") == 2
-    for rule in ("shard", "real_data", "pretrain", "finetune", "scratch", "aggregate"):
+    for rule in ("shard", "real_data", "pretrain", "finetune", "scratch", "evaluate",
+                 "evaluate_pretrained", "aggregate", "stability_reference", "stability"):
         assert rule in rules, rules
     for jid, rule in jobs.items():
         info = scontrol_job(jid)
