@@ -117,7 +117,7 @@ def slurm_jobs(proc: subprocess.CompletedProcess) -> dict[str, str]:
 
 
 def scontrol_job(jobid: str) -> dict[str, str]:
-    """`scontrol show job -o` as a dict (jobs stay visible for MinJobAge=300 s after they end)."""
+    """`scontrol show job -o` as a dict (jobs stay visible for MinJobAge, 1 h in .ci/slurm-up, after they end)."""
     r = subprocess.run(["scontrol", "show", "job", "-o", str(jobid)], capture_output=True,
                        text=True, timeout=30)
     assert r.returncode == 0, f"scontrol show job {jobid}: {r.stderr}"
@@ -197,8 +197,7 @@ def test_tiny_pipeline_through_slurm_profile(tmp_path, slurm_cluster, real_like_
 
     Targets: the learning curve and one model's stability run (with the teacher's reference
     run), so that every rule kind but the last report runs through SLURM; the other models'
-    stability runs and their curve are the same rules again (and would push the run past
-    SLURM's MinJobAge=300 s, after which scontrol no longer knows the first jobs)."""
+    stability runs and their curve are the same rules again, and only lengthen the test."""
     override = tmp_path / "override.yaml"
     override.write_text(f"real: {{source: {real_like_file}}}\n"
                         "synthetic: {labellers: [snap_c]}\n"
