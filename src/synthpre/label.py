@@ -6,7 +6,8 @@ identical structures). A LAMMPS labeller gets a fresh LAMMPS instance per frame 
 rank when launched with mpiexec); an ASE labeller is one calculator called directly on every
 frame (no LAMMPS; under mpiexec each rank repeats the same work, so run it on one rank).
 A foundation teacher on a GPU labels many frames per model call (per-atom energies included,
-checked like one frame's); on a CPU one frame per call is faster (measured: docs/benchmarks.md, "Foundation teachers").
+checked like one frame's); on a CPU one frame per call is faster (measured:
+docs/benchmarks.md, "Foundation teachers").
 """
 from __future__ import annotations
 
