@@ -75,7 +75,8 @@ def parse(text: str) -> Place:
     if (match is None
             or (match["mode"] == "scratch") != (match["labeller"] is None)
             or (match["mode"] == "pretrain") != (match["n"] is None)
-            or (match["n"] is not None and (match["mode"] == "pretrained") != (int(match["n"]) == 0))):
+            or (match["n"] is not None
+                and (match["mode"] == "pretrained") != (int(match["n"]) == 0))):
         raise ValueError(f"point '{text}' is not scratch/n<N>/s<seed>, "
                          f"<{'|'.join(FINETUNE_MODES)}>/<labeller>[/k<size>]/n<N>/s<seed> "
                          f"with N > 0, pretrained/<labeller>[/k<size>]/n0/s<seed> or "
