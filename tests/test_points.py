@@ -30,6 +30,7 @@ def test_every_folder_a_study_builds_parses_back(family):
     pretrain = points.pretrain_dir(family)
     assert re.fullmatch(points.MODEL_DIR, pretrain)
     assert points.parse(pretrain) == points.Place("pretrain", labeller, size, None, None)
+    assert points.parse(pretrain).family == points.parse(pretrained).family == family
     # rule evaluate (POINT) and rule stability (MODEL_DIR) must not claim the n=0 point, which
     # rule evaluate_pretrained makes; rule evaluate must not claim a pre-trained model
     assert not re.fullmatch(points.POINT, pretrained)

@@ -68,6 +68,11 @@ class Place:
     n: int | None  # None for a pre-trained model (pretrain/...)
     seed: int | None
 
+    @property
+    def family(self) -> str:
+        """The pre-trained model this place belongs to or started from (not for scratch)."""
+        return family(self.labeller, self.pretrain_size)
+
 
 def parse(text: str) -> Place:
     """The place of a folder of the grammar above; a ValueError names what is not."""

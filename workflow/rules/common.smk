@@ -128,8 +128,7 @@ def stability_metrics(w):
     all the check uses, do not depend on the seed's energy shift)."""
     place = points.parse(w.model_dir)
     if place.mode == "pretrain":
-        pre = points.family(place.labeller, place.pretrain_size)
-        return f"{RESULTS}/{points.pretrained_point(pre, FT['seeds'][0])}/metrics.json"
+        return f"{RESULTS}/{points.pretrained_point(place.family, FT['seeds'][0])}/metrics.json"
     return f"{RESULTS}/{w.model_dir}/metrics.json"
 
 
@@ -186,7 +185,7 @@ def forgetting_inputs(w):
     place = points.parse(w.point)
     if place.mode == "scratch":
         return {}
-    pre = points.family(place.labeller, place.pretrain_size)
+    pre = place.family
     return {"init": f"{RESULTS}/{points.pretrain_dir(pre)}/model.pt",
             "synthetic_val": shards_of(pre)}
 
